@@ -1,0 +1,107 @@
+/**
+ * buildApp(config): the whole HTTP application. Opens the database (migrating
+ * it when AUTO_MIGRATE), Redis when configured, then registers the
+ * cross-cutting plugins and each capability's routes.
+ */
+import crypto from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import fp from 'fastify-plugin';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import helmet from '@fastify/helmet';
+import cors from '@fastify/cors';
+import cookie from '@fastify/cookie';
+import { sql, type Kysely } from 'kysely';
+import type { Config } from './config.js';
+import { openDatabase, type Database } from './db/index.js';
+import { migrateMain } from './db/migrate.js';
+import type { ControlSchema } from './db/schema.js';
+import { createTenantDatabases, type TenantDatabases } from './db/tenant-db.js';
+import { openRedis, type Redis } from './redis.js';
+import { errorHandlerPlugin } from './http/errors.js';
+import { openapiPlugin } from './http/openapi.js';
+import { healthPlugin } from './http/health.js';
+import { authPlugin } from './auth/plugin.js';
+import { authRoutes } from './auth/routes.js';
+import { userRoutes } from './users/routes.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    db: Kysely<ControlSchema>;
+    database: Database;
+    tenantDbs: TenantDatabases;
+    redis: Redis | null;
+  }
+}
+
+export interface BuildOptions {
+  /** Pino options or false; defaults to JSON logs at config.logLevel. */
+  logger?: FastifyServerOptions['logger'];
+}
+
+/** Connections shared by the app: database, tenant routing, Redis. Closed with the app. */
+const corePlugin = fp(
+  async (app: FastifyInstance, opts: { config: Config }) => {
+    const { config } = opts;
+    const database = await openDatabase({ databaseUrl: config.databaseUrl, pgliteDir: config.pgliteDir, poolMax: config.dbPoolMax });
+    if (config.autoMigrate) await migrateMain(database.db);
+    const tenantDbs = createTenantDatabases(database.db);
+    const redis = config.redisUrl ? openRedis(config.redisUrl) : null;
+
+    app.decorate('config', config);
+    app.decorate('database', database);
+    app.decorate('db', database.db);
+    app.decorate('tenantDbs', tenantDbs);
+    app.decorate('redis', redis);
+
+    app.addHook('onReady', async () => {
+      app.readiness.push({ name: 'database', check: async () => { await sql`SELECT 1`.execute(database.db); } });
+      if (redis) app.readiness.push({ name: 'redis', check: async () => { await redis.ping(); } });
+    });
+    app.addHook('onClose', async () => {
+      await tenantDbs.close();
+      await database.close();
+      if (redis) await redis.quit().catch(() => redis.disconnect());
+    });
+  },
+  { name: 'core', dependencies: ['health'] },
+);
+
+export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: opts.logger ?? { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-csrf-token"]'] },
+    requestIdHeader: false,
+    // Keep a caller's X-Request-Id when it is short and printable, else make one.
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : crypto.randomUUID();
+    },
+    trustProxy: config.trustProxy,
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: true,
+    ajv: { customOptions: { allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  await app.register(errorHandlerPlugin);
+  await app.register(healthPlugin);
+  await app.register(corePlugin, { config });
+  await app.register(helmet, {
+    // The Swagger UI needs inline styles/scripts from its own origin only.
+    contentSecurityPolicy: {
+      directives: { defaultSrc: ["'self'"], scriptSrc: ["'self'"], styleSrc: ["'self'", "'unsafe-inline'"], imgSrc: ["'self'", 'data:'] },
+    },
+  });
+  await app.register(cors, { origin: config.corsOrigins, credentials: true, exposedHeaders: ['x-request-id', 'content-disposition', 'etag'] });
+  await app.register(cookie);
+  await app.register(openapiPlugin);
+  await app.register(authPlugin);
+
+  await app.register(authRoutes, { prefix: '/api/auth' });
+  await app.register(userRoutes, { prefix: '/api/users' });
+
+  return app;
+}

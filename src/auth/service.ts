@@ -1,0 +1,250 @@
+/**
+ * Identity rules: registration, login (cookie session + access/refresh tokens),
+ * refresh rotation with reuse detection, logout, and resolving who a request is.
+ */
+import crypto from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import type { ControlSchema, User } from '../db/schema.js';
+import type { Config } from '../config.js';
+import { errors } from '../http/errors.js';
+import { hashPassword, verifyPassword } from './passwords.js';
+import { randomToken, sha256, signAccessToken, verifyAccessToken, safeEqual } from './tokens.js';
+import type { Denylist } from './revocation.js';
+import type { RateLimiter } from './rate-limit.js';
+import { acceptInvitation, insertTenantWithAdmin, isUniqueViolation, listUserTenants, type UserTenant } from '../tenants/queries.js';
+
+export interface AuthDeps {
+  db: Kysely<ControlSchema>;
+  config: Config;
+  denylist: Denylist;
+  limiter: RateLimiter;
+  key: Uint8Array;
+}
+
+export interface AuthUser {
+  id: string;
+  email: string;
+  sessionId: string;
+  method: 'bearer' | 'cookie';
+  /** Bearer only: the access token's id and expiry, to deny it on logout. */
+  jti?: string;
+  tokenExp?: number;
+  csrfToken: string;
+}
+
+export const publicUser = (u: User) => ({
+  id: u.id,
+  email: u.email,
+  first_name: u.first_name,
+  last_name: u.last_name,
+  is_active: u.is_active,
+  created_at: u.created_at.toISOString(),
+  updated_at: u.updated_at.toISOString(),
+});
+
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+/** The user's default tenant: the recorded one if still a membership, else the first membership. */
+export function defaultTenantId(user: Pick<User, 'default_tenant_id'>, tenants: UserTenant[]): string | null {
+  const active = tenants.filter((t) => t.is_active);
+  if (user.default_tenant_id && active.some((t) => t.id === user.default_tenant_id)) return user.default_tenant_id;
+  return active[0]?.id ?? null;
+}
+
+/** The user's current organization (default tenant), as login and /me report it. */
+export async function currentOrganizationId(db: Kysely<ControlSchema>, userId: string): Promise<string | null> {
+  const [user, tenants] = await Promise.all([
+    db.selectFrom('users').select('default_tenant_id').where('id', '=', userId).executeTakeFirstOrThrow(),
+    listUserTenants(db, userId),
+  ]);
+  return defaultTenantId(user, tenants);
+}
+
+export async function register(
+  deps: AuthDeps,
+  input: {
+    email: string; password: string; first_name?: string; last_name?: string;
+    organization_name?: string; invitation_token?: string;
+  },
+) {
+  const email = normalizeEmail(input.email);
+  if (input.organization_name && input.invitation_token) {
+    throw errors.badRequest('Give either organization_name or invitation_token, not both', 'validation_error');
+  }
+  const passwordHash = await hashPassword(input.password);
+  try {
+    return await deps.db.transaction().execute(async (trx) => {
+      const user = await trx
+        .insertInto('users')
+        .values({
+          email,
+          password_hash: passwordHash,
+          first_name: input.first_name?.trim() ?? '',
+          last_name: input.last_name?.trim() ?? '',
+          default_tenant_id: null,
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      let organizationId: string | null = null;
+      if (input.organization_name) {
+        const tenant = await insertTenantWithAdmin(trx, {
+          name: input.organization_name.trim(),
+          userId: user.id,
+          quotaMb: deps.config.storageQuotaMb,
+        });
+        organizationId = tenant.id;
+      } else if (input.invitation_token) {
+        organizationId = await acceptInvitation(trx, { token: input.invitation_token, userId: user.id, email });
+      }
+      const final = organizationId
+        ? await trx.updateTable('users').set({ default_tenant_id: organizationId }).where('id', '=', user.id)
+          .returningAll().executeTakeFirstOrThrow()
+        : user;
+      return { user: final, organizationId };
+    });
+  } catch (err) {
+    if (isUniqueViolation(err, 'users_email_key')) {
+      throw errors.conflict('An account with this email already exists', 'email_taken');
+    }
+    throw err;
+  }
+}
+
+export async function login(deps: AuthDeps, input: { email: string; password: string; ip: string; userAgent?: string }) {
+  const email = normalizeEmail(input.email);
+  const { loginRateLimit: limit, loginRateWindowSec: window } = deps.config;
+  const [byIp, byEmail] = await Promise.all([
+    deps.limiter.hit(`login:ip:${input.ip}`, limit, window),
+    deps.limiter.hit(`login:email:${email}`, limit, window),
+  ]);
+  if (!byIp.allowed || !byEmail.allowed) {
+    throw errors.tooManyRequests(Math.max(byIp.allowed ? 0 : byIp.retryAfterSec, byEmail.allowed ? 0 : byEmail.retryAfterSec),
+      'Too many login attempts, try again later');
+  }
+  const user = await deps.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
+  const ok = await verifyPassword(user?.password_hash ?? null, input.password);
+  if (!user || !ok) throw errors.unauthorized('Invalid email or password', 'invalid_credentials');
+  if (!user.is_active) throw errors.forbidden('This account is deactivated', 'account_disabled');
+
+  const issued = await startSession(deps, user.id, input.ip, input.userAgent);
+  const tenants = await listUserTenants(deps.db, user.id);
+  return { user, tenants, organizationId: defaultTenantId(user, tenants), ...issued };
+}
+
+/** A new session (never reusing an old id: no fixation), its cookie token, CSRF token and first refresh token. */
+async function startSession(deps: AuthDeps, userId: string, ip: string | null, userAgent?: string) {
+  const cookieToken = randomToken();
+  const csrfToken = randomToken();
+  const refreshToken = randomToken();
+  const now = Date.now();
+  const sessionId = crypto.randomUUID();
+  await deps.db.transaction().execute(async (trx) => {
+    await trx.insertInto('sessions').values({
+      id: sessionId,
+      user_id: userId,
+      token_hash: sha256(cookieToken),
+      csrf_token: csrfToken,
+      ip,
+      user_agent: userAgent?.slice(0, 512) ?? null,
+      expires_at: new Date(now + Math.max(deps.config.sessionTtl, deps.config.refreshTokenTtl) * 1000),
+    }).execute();
+    await trx.insertInto('refresh_tokens').values({
+      session_id: sessionId,
+      token_hash: sha256(refreshToken),
+      expires_at: new Date(now + deps.config.refreshTokenTtl * 1000),
+    }).execute();
+  });
+  const access = await signAccessToken(deps.key, { userId, sessionId, ttlSec: deps.config.accessTokenTtl });
+  return { sessionId, cookieToken, csrfToken, refreshToken, accessToken: access.token, expiresIn: deps.config.accessTokenTtl };
+}
+
+/** Rotate a refresh token. A token presented twice revokes its whole family (the session). */
+export async function refresh(deps: AuthDeps, token: string) {
+  const now = new Date();
+  const result = await deps.db.transaction().execute(async (trx) => {
+    const row = await trx
+      .selectFrom('refresh_tokens as r')
+      .innerJoin('sessions as s', 's.id', 'r.session_id')
+      .innerJoin('users as u', 'u.id', 's.user_id')
+      .select(['r.id', 'r.session_id', 'r.expires_at', 'r.used_at', 's.revoked_at', 's.user_id', 'u.is_active'])
+      .where('r.token_hash', '=', sha256(token))
+      .forUpdate('r')
+      .executeTakeFirst();
+    if (!row) return { error: 'invalid' as const };
+    if (row.used_at) {
+      await trx.updateTable('sessions').set({ revoked_at: now }).where('id', '=', row.session_id)
+        .where('revoked_at', 'is', null).execute();
+      return { error: 'reused' as const };
+    }
+    if (row.revoked_at || row.expires_at <= now || !row.is_active) return { error: 'invalid' as const };
+    await trx.updateTable('refresh_tokens').set({ used_at: now }).where('id', '=', row.id).execute();
+    const next = randomToken();
+    await trx.insertInto('refresh_tokens').values({
+      session_id: row.session_id,
+      token_hash: sha256(next),
+      expires_at: new Date(now.getTime() + deps.config.refreshTokenTtl * 1000),
+    }).execute();
+    return { sessionId: row.session_id, userId: row.user_id, refreshToken: next };
+  });
+  if ('error' in result) {
+    throw result.error === 'reused'
+      ? errors.unauthorized('This refresh token was already used; the session has been revoked', 'token_reused')
+      : errors.unauthorized('The refresh token is invalid or expired', 'invalid_token');
+  }
+  const access = await signAccessToken(deps.key, { userId: result.userId, sessionId: result.sessionId, ttlSec: deps.config.accessTokenTtl });
+  return { accessToken: access.token, refreshToken: result.refreshToken, expiresIn: deps.config.accessTokenTtl };
+}
+
+/** Revoke the session (cookie + refresh family) and deny the access token used, at once. */
+export async function logout(deps: AuthDeps, user: AuthUser): Promise<void> {
+  await deps.db.updateTable('sessions').set({ revoked_at: new Date() }).where('id', '=', user.sessionId)
+    .where('revoked_at', 'is', null).execute();
+  if (user.jti && user.tokenExp) await deps.denylist.revoke(user.jti, user.tokenExp);
+}
+
+type Resolved = { user: AuthUser } | { error: 'invalid' | 'expired' | 'revoked' | 'disabled' };
+
+const sessionUserQuery = (db: Kysely<ControlSchema>) =>
+  db.selectFrom('sessions as s')
+    .innerJoin('users as u', 'u.id', 's.user_id')
+    .select(['s.id as session_id', 's.csrf_token', 's.revoked_at', 's.expires_at', 'u.id', 'u.email', 'u.is_active']);
+
+function checkSession(row: { revoked_at: Date | null; expires_at: Date; is_active: boolean } | undefined) {
+  if (!row || row.revoked_at || row.expires_at.getTime() <= Date.now()) return 'revoked' as const;
+  if (!row.is_active) return 'disabled' as const;
+  return null;
+}
+
+export async function resolveBearer(deps: AuthDeps, token: string): Promise<Resolved> {
+  const claims = await verifyAccessToken(deps.key, token);
+  if (typeof claims === 'string') return { error: claims };
+  const [denied, row] = await Promise.all([
+    deps.denylist.isRevoked(claims.jti),
+    sessionUserQuery(deps.db).where('s.id', '=', claims.sid).executeTakeFirst(),
+  ]);
+  if (denied) return { error: 'revoked' };
+  const bad = checkSession(row);
+  if (bad || !row || row.id !== claims.sub) return { error: bad ?? 'invalid' };
+  return {
+    user: { id: row.id, email: row.email, sessionId: row.session_id, method: 'bearer', jti: claims.jti, tokenExp: claims.exp, csrfToken: row.csrf_token },
+  };
+}
+
+export async function resolveCookie(deps: AuthDeps, cookieToken: string): Promise<Resolved> {
+  const row = await sessionUserQuery(deps.db).where('s.token_hash', '=', sha256(cookieToken)).executeTakeFirst();
+  const bad = checkSession(row);
+  if (bad || !row) return { error: bad ?? 'invalid' };
+  return { user: { id: row.id, email: row.email, sessionId: row.session_id, method: 'cookie', csrfToken: row.csrf_token } };
+}
+
+export function csrfMatches(user: AuthUser, header: string | undefined): boolean {
+  return typeof header === 'string' && safeEqual(header, user.csrfToken);
+}
+
+/** Remove sessions long expired (housekeeping; called by the CLI/worker). */
+export async function purgeExpiredSessions(db: Kysely<ControlSchema>): Promise<number> {
+  const r = await db.deleteFrom('sessions').where('expires_at', '<', sql<Date>`now() - interval '1 day'`).executeTakeFirst();
+  return Number(r.numDeletedRows);
+}

@@ -1,0 +1,193 @@
+/**
+ * Environment -> typed configuration, validated once at start-up.
+ * Every variable is documented in `.env.example`. With no variables at all the
+ * server runs on the embedded default: PGlite under DATA_DIR, local-disk
+ * storage, in-process jobs, a log publisher for events.
+ */
+import path from 'node:path';
+
+export interface S3Config {
+  endpoint?: string;
+  bucket: string;
+  region: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  publicUrl?: string;
+  forcePathStyle: boolean;
+}
+
+export interface Config {
+  env: 'development' | 'production' | 'test';
+  isProduction: boolean;
+  host: string;
+  port: number;
+  logLevel: string;
+  dataDir: string;
+  /** PostgreSQL URL of the control-plane database; undefined = embedded PGlite. */
+  databaseUrl?: string;
+  /** Directory of the embedded PGlite database; undefined with databaseUrl, or 'memory://' in tests. */
+  pgliteDir: string;
+  dbPoolMax: number;
+  /** PostgreSQL servers (admin URLs) that can hold dedicated tenant databases. */
+  tenantDbServers: string[];
+  tenantPoolMaxTotal: number;
+  autoMigrate: boolean;
+  redisUrl?: string;
+  /** Prefix for every Redis key and BullMQ queue of this deployment (tests use one per run). */
+  redisPrefix: string;
+  secretKey: string;
+  jwtSecretKey: string;
+  accessTokenTtl: number;
+  refreshTokenTtl: number;
+  sessionTtl: number;
+  trustProxy: boolean;
+  uploadFolder: string;
+  maxFileSizeBytes: number;
+  storageQuotaMb: number;
+  deleteFailedUploads: boolean;
+  s3: S3Config | null;
+  corsOrigins: string[] | true | false;
+  loginRateLimit: number;
+  loginRateWindowSec: number;
+  eventPublisher?: 'kafka' | 'nats' | 'redis' | 'log';
+  kafkaBrokers: string[];
+  natsUrl?: string;
+  publicBaseUrl?: string;
+  admin: { email?: string; password?: string; testTenantName?: string };
+}
+
+export class ConfigError extends Error {
+  constructor(public readonly variable: string, message: string) {
+    super(`Invalid configuration: ${variable} ${message}`);
+  }
+}
+
+const DEV_SECRET = 'dev-secret-key-change-in-production';
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+function int(env: Env, name: string, dflt: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const v = str(env, name);
+  if (v === undefined) return dflt;
+  if (!/^-?\d+$/.test(v)) throw new ConfigError(name, `must be a whole number, got "${v}"`);
+  const n = Number(v);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function bool(env: Env, name: string, dflt: boolean): boolean {
+  const v = str(env, name)?.toLowerCase();
+  if (v === undefined) return dflt;
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new ConfigError(name, `must be true or false, got "${v}"`);
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+  const v = str(env, name);
+  if (v === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(v);
+  } catch {
+    throw new ConfigError(name, 'must be a URL');
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `must use ${protocols.join(' or ')}, got ${parsed.protocol}`);
+  }
+  return v;
+}
+
+function list(env: Env, name: string): string[] {
+  return (str(env, name) ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const nodeEnv = str(env, 'NODE_ENV') ?? 'development';
+  if (!['development', 'production', 'test'].includes(nodeEnv)) {
+    throw new ConfigError('NODE_ENV', `must be development, production or test, got "${nodeEnv}"`);
+  }
+  const isProduction = nodeEnv === 'production';
+  const dataDir = path.resolve(str(env, 'DATA_DIR') ?? './data');
+
+  const secretKey = str(env, 'SECRET_KEY') ?? DEV_SECRET;
+  const jwtSecretKey = str(env, 'JWT_SECRET_KEY') ?? secretKey;
+  if (isProduction) {
+    for (const [name, value] of [['SECRET_KEY', secretKey], ['JWT_SECRET_KEY', jwtSecretKey]] as const) {
+      if (value === DEV_SECRET || value.length < 32) {
+        throw new ConfigError(name, 'must be set to a random value of at least 32 characters in production');
+      }
+    }
+  }
+
+  const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const s3Bucket = str(env, 'S3_BUCKET');
+  const s3: S3Config | null = s3Bucket
+    ? {
+        bucket: s3Bucket,
+        endpoint: url(env, 'S3_ENDPOINT_URL', ['http:', 'https:']),
+        region: str(env, 'S3_REGION') ?? 'us-east-1',
+        accessKeyId: str(env, 'S3_ACCESS_KEY_ID'),
+        secretAccessKey: str(env, 'S3_SECRET_ACCESS_KEY'),
+        publicUrl: url(env, 'S3_PUBLIC_URL', ['http:', 'https:']),
+        forcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', true),
+      }
+    : null;
+
+  const cors = str(env, 'CORS_ORIGINS');
+  const corsOrigins = cors === undefined ? false : cors === '*' ? true : list(env, 'CORS_ORIGINS');
+
+  const publisher = str(env, 'EVENT_PUBLISHER');
+  if (publisher && !['kafka', 'nats', 'redis', 'log'].includes(publisher)) {
+    throw new ConfigError('EVENT_PUBLISHER', `must be kafka, nats, redis or log, got "${publisher}"`);
+  }
+
+  return {
+    env: nodeEnv as Config['env'],
+    isProduction,
+    host: str(env, 'HOST') ?? '127.0.0.1',
+    port: int(env, 'PORT', 4999, 0, 65535),
+    logLevel: str(env, 'LOG_LEVEL') ?? (nodeEnv === 'test' ? 'silent' : 'info'),
+    dataDir,
+    databaseUrl,
+    pgliteDir: path.join(dataDir, 'pglite'),
+    dbPoolMax: int(env, 'DB_POOL_MAX', 20, 1, 1000),
+    tenantDbServers: list(env, 'TENANT_DB_SERVERS').length
+      ? list(env, 'TENANT_DB_SERVERS')
+      : databaseUrl
+        ? [databaseUrl]
+        : [],
+    tenantPoolMaxTotal: int(env, 'TENANT_POOL_MAX_TOTAL', 50, 1, 10_000),
+    autoMigrate: bool(env, 'AUTO_MIGRATE', !isProduction),
+    redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    redisPrefix: str(env, 'REDIS_PREFIX') ?? 'tb:',
+    secretKey,
+    jwtSecretKey,
+    accessTokenTtl: int(env, 'JWT_ACCESS_TOKEN_EXPIRES', 15 * 60, 10),
+    refreshTokenTtl: int(env, 'JWT_REFRESH_TOKEN_EXPIRES', 7 * 24 * 3600, 60),
+    sessionTtl: int(env, 'SESSION_LIFETIME', 7 * 24 * 3600, 60),
+    trustProxy: bool(env, 'TRUST_PROXY', false),
+    uploadFolder: path.resolve(str(env, 'UPLOAD_FOLDER') ?? path.join(dataDir, 'uploads')),
+    maxFileSizeBytes: int(env, 'MAX_FILE_SIZE_MB', 100, 1, 1_000_000) * 1024 * 1024,
+    storageQuotaMb: int(env, 'STORAGE_QUOTA_MB', 1000, 1, 100_000_000),
+    deleteFailedUploads: bool(env, 'DELETE_FAILED_UPLOADS', false),
+    s3,
+    corsOrigins,
+    loginRateLimit: int(env, 'LOGIN_RATE_LIMIT', 10, 1),
+    loginRateWindowSec: int(env, 'LOGIN_RATE_WINDOW', 60, 1),
+    eventPublisher: publisher as Config['eventPublisher'],
+    kafkaBrokers: list(env, 'KAFKA_BROKERS'),
+    natsUrl: url(env, 'NATS_URL', ['nats:', 'tls:']),
+    publicBaseUrl: url(env, 'PUBLIC_BASE_URL', ['http:', 'https:']),
+    admin: {
+      email: str(env, 'ADMIN_EMAIL'),
+      password: str(env, 'ADMIN_PASSWORD'),
+      testTenantName: str(env, 'TEST_TENANT_NAME'),
+    },
+  };
+}

@@ -1,0 +1,10 @@
+import type { Migration } from 'kysely';
+import * as m0001 from './0001_documents.js';
+
+/**
+ * Tenant-data migrations, in order. They run on the main database (tables of
+ * `shared` tenants) and on every dedicated tenant database.
+ */
+export const tenantMigrations: Record<string, Migration> = {
+  '0001_documents': m0001,
+};

@@ -1,0 +1,135 @@
+/**
+ * Table types for Kysely. Control-plane tables live in the main database;
+ * tenant tables (files, documents, ...) live in the main database for `shared`
+ * tenants (row-level security on tenant_id) or in a database of their own for
+ * `dedicated` tenants. The same types and the same queries serve both.
+ */
+import type { ColumnType, Generated, Selectable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+
+export type Role = 'admin' | 'user' | 'viewer';
+export type Isolation = 'shared' | 'dedicated';
+export type DocumentStatus = 'pending' | 'ready' | 'failed';
+
+export interface UsersTable {
+  id: Generated<string>;
+  email: string;
+  password_hash: string;
+  first_name: Generated<string>;
+  last_name: Generated<string>;
+  is_active: Generated<boolean>;
+  default_tenant_id: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** A login: the cookie session and the refresh-token family share its lifetime. */
+export interface SessionsTable {
+  id: Generated<string>;
+  user_id: string;
+  token_hash: string;
+  csrf_token: string;
+  ip: string | null;
+  user_agent: string | null;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  revoked_at: NullableTimestamp;
+}
+
+export interface RefreshTokensTable {
+  id: Generated<string>;
+  session_id: string;
+  token_hash: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: NullableTimestamp;
+}
+
+export interface RevokedTokensTable {
+  jti: string;
+  expires_at: Timestamp;
+}
+
+export interface TenantsTable {
+  id: Generated<string>;
+  name: string;
+  slug: string;
+  isolation: Generated<Isolation>;
+  is_active: Generated<boolean>;
+  storage_quota_mb: number;
+  storage_used_bytes: ColumnType<number, number | undefined, number>;
+  db_server: string | null;
+  db_name: string | null;
+  created_by: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface MembershipsTable {
+  user_id: string;
+  tenant_id: string;
+  role: Role;
+  joined_at: Timestamp;
+}
+
+export interface InvitationsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  email: string;
+  role: Role;
+  token_hash: string;
+  expires_at: Timestamp;
+  used_at: NullableTimestamp;
+  created_by: string | null;
+  created_at: Timestamp;
+}
+
+export interface FilesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  sha256: string;
+  md5: string;
+  size: ColumnType<number, number, number>;
+  storage_key: string;
+  created_at: Timestamp;
+}
+
+export interface DocumentsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  file_id: string;
+  filename: string;
+  mime_type: string;
+  size: ColumnType<number, number, number>;
+  status: Generated<DocumentStatus>;
+  error_message: string | null;
+  user_id: string;
+  uploaded_by_email: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  processed_at: NullableTimestamp;
+}
+
+/** Tables present in every tenant data database (and in the main one for shared tenants). */
+export interface TenantSchema {
+  files: FilesTable;
+  documents: DocumentsTable;
+}
+
+export interface ControlSchema extends TenantSchema {
+  users: UsersTable;
+  sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
+  revoked_tokens: RevokedTokensTable;
+  tenants: TenantsTable;
+  memberships: MembershipsTable;
+  invitations: InvitationsTable;
+}
+
+export type User = Selectable<UsersTable>;
+export type Tenant = Selectable<TenantsTable>;
+export type Membership = Selectable<MembershipsTable>;
+export type FileRow = Selectable<FilesTable>;
+export type DocumentRow = Selectable<DocumentsTable>;

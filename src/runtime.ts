@@ -1,0 +1,35 @@
+/**
+ * Start-up configuration for the entry points: `.env` (optional), then Vault
+ * when USE_VAULT=true (its secrets override the environment), then validation.
+ * A bad variable stops the process with a message that names it.
+ */
+import { config as loadDotenv } from 'dotenv';
+import { loadConfig, ConfigError, type Config } from './config.js';
+
+export async function loadRuntimeConfig(): Promise<{ config: Config; warnings: string[] }> {
+  loadDotenv({ quiet: true });
+  const warnings: string[] = [];
+  let env: Record<string, string | undefined> = process.env;
+  if (process.env.USE_VAULT === 'true') {
+    const { loadVaultSecrets } = await import('./secrets/vault.js');
+    const log = {
+      warn: (obj: unknown, msg?: string) => warnings.push(msg ?? JSON.stringify(obj)),
+      info: () => {},
+    };
+    try {
+      env = { ...process.env, ...(await loadVaultSecrets(process.env, log)) };
+    } catch (err) {
+      console.error((err as Error).message);
+      process.exit(1);
+    }
+  }
+  try {
+    return { config: loadConfig(env), warnings };
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
