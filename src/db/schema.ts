@@ -112,10 +112,24 @@ export interface DocumentsTable {
   processed_at: NullableTimestamp;
 }
 
+export interface OutboxTable {
+  id: Generated<number>;
+  tenant_id: string | null;
+  kind: 'event' | 'job';
+  topic: string;
+  payload: ColumnType<unknown, string, string>;
+  created_at: Timestamp;
+  available_at: Timestamp;
+  published_at: NullableTimestamp;
+  attempts: Generated<number>;
+  last_error: string | null;
+}
+
 /** Tables present in every tenant data database (and in the main one for shared tenants). */
 export interface TenantSchema {
   files: FilesTable;
   documents: DocumentsTable;
+  outbox: OutboxTable;
 }
 
 export interface ControlSchema extends TenantSchema {

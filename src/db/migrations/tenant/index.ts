@@ -1,5 +1,6 @@
 import type { Migration } from 'kysely';
 import * as m0001 from './0001_documents.js';
+import * as m0002 from './0002_outbox.js';
 
 /**
  * Tenant-data migrations, in order. They run on the main database (tables of
@@ -7,4 +8,5 @@ import * as m0001 from './0001_documents.js';
  */
 export const tenantMigrations: Record<string, Migration> = {
   '0001_documents': m0001,
+  '0002_outbox': m0002,
 };

@@ -1,0 +1,89 @@
+/**
+ * The tenant a request works in. `tenantContext` is the onRequest hook of the
+ * route groups under /api/tenants/:tid: it needs `request.user` (so it comes
+ * after `app.authenticate`) and sets `request.tenant` with the caller's role.
+ * Not a member, unknown id, malformed id: 404 (existence is never revealed).
+ * A soft-deleted tenant: 404 `tenant_inactive` for all of its data.
+ * `requireRole('admin')` is the preHandler for routes that need more than membership.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Isolation, Role } from '../db/schema.js';
+import type { TenantTx } from '../db/tenant-db.js';
+import { errors } from '../http/errors.js';
+
+export interface TenantContext {
+  id: string;
+  name: string;
+  isolation: Isolation;
+  db_server: string | null;
+  db_name: string | null;
+  storage_quota_mb: number;
+  is_active: boolean;
+  /** The caller's role in this tenant. */
+  role: Role;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the tenant hooks; only read it in route groups that add them. */
+    tenant: TenantContext;
+    /** Run `fn` in a transaction on this tenant's data, scoped by row-level security. */
+    withTenantDb<T>(fn: (trx: TenantTx) => Promise<T>): Promise<T>;
+  }
+  interface FastifyInstance {
+    resolveTenant(userId: string, tenantId: string, opts?: { allowInactive?: boolean }): Promise<TenantContext>;
+    tenantContext(request: FastifyRequest, reply: FastifyReply): Promise<void>;
+    /** Like tenantContext but a soft-deleted tenant is still resolved (tenant management routes). */
+    tenantContextAllowInactive(request: FastifyRequest, reply: FastifyReply): Promise<void>;
+  }
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const RANK: Record<Role, number> = { viewer: 1, user: 2, admin: 3 };
+
+export function roleAtLeast(role: Role, min: Role): boolean {
+  return RANK[role] >= RANK[min];
+}
+
+export function requireRole(min: Role) {
+  return async (request: FastifyRequest): Promise<void> => {
+    if (!roleAtLeast(request.tenant.role, min)) {
+      throw errors.forbidden(`This needs the ${min} role in this organization`, 'insufficient_role');
+    }
+  };
+}
+
+export const tenantContextPlugin = fp(
+  async (app: FastifyInstance) => {
+    app.decorateRequest('tenant', null as unknown as TenantContext);
+    app.decorateRequest('withTenantDb', function <T>(this: FastifyRequest, fn: (trx: TenantTx) => Promise<T>) {
+      return app.tenantDbs.withTenant(this.tenant, fn);
+    });
+
+    app.decorate('resolveTenant', async (userId: string, tenantId: string, opts: { allowInactive?: boolean } = {}) => {
+      const notFound = () => errors.notFound('Organization not found', 'tenant_not_found');
+      if (!UUID_RE.test(tenantId)) throw notFound();
+      const row = await app.db
+        .selectFrom('tenants as t')
+        .innerJoin('memberships as m', (j) => j.onRef('m.tenant_id', '=', 't.id').on('m.user_id', '=', userId))
+        .select(['t.id', 't.name', 't.isolation', 't.db_server', 't.db_name', 't.storage_quota_mb', 't.is_active', 'm.role'])
+        .where('t.id', '=', tenantId)
+        .executeTakeFirst();
+      if (!row) throw notFound();
+      if (!row.is_active && !opts.allowInactive) {
+        throw errors.notFound('This organization has been deactivated', 'tenant_inactive');
+      }
+      return row;
+    });
+
+    const hook = (allowInactive: boolean) => async (request: FastifyRequest) => {
+      const tid = (request.params as { tid?: string }).tid;
+      if (!tid) throw new Error('tenantContext used on a route without a :tid parameter');
+      request.tenant = await app.resolveTenant(request.user.id, tid, { allowInactive });
+    };
+    app.decorate('tenantContext', hook(false));
+    app.decorate('tenantContextAllowInactive', hook(true));
+  },
+  { name: 'tenant-context', dependencies: ['core', 'auth'] },
+);
