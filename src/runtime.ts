@@ -5,13 +5,14 @@
  */
 import { config as loadDotenv } from 'dotenv';
 import { loadConfig, ConfigError, type Config } from './config.js';
+import { loadVaultSecrets } from './secrets/vault.js';
 
 export async function loadRuntimeConfig(): Promise<{ config: Config; warnings: string[] }> {
   loadDotenv({ quiet: true });
   const warnings: string[] = [];
   let env: Record<string, string | undefined> = process.env;
-  if (process.env.USE_VAULT === 'true') {
-    const { loadVaultSecrets } = await import('./secrets/vault.js');
+  {
+    // Vault (USE_VAULT=true): its secrets override the environment; returns {} when not enabled.
     const log = {
       warn: (obj: unknown, msg?: string) => warnings.push(msg ?? JSON.stringify(obj)),
       info: () => {},
