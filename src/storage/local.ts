@@ -1,0 +1,184 @@
+import { randomUUID } from 'node:crypto';
+import { constants, createWriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  assertKey,
+  assertRange,
+  BlobNotFoundError,
+  createHashMeter,
+  type BlobStore,
+  type StagedBlob,
+} from './blob-store.js';
+
+const TMP_DIR = '.tmp';
+
+function errorCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | null)?.code;
+}
+
+async function removeQuietly(file: string): Promise<void> {
+  await fs.rm(file, { force: true });
+}
+
+/** Blob store on the local filesystem: `${root}/<key>`, staging in `${root}/.tmp`. */
+export function createLocalStore(opts: { root: string }): BlobStore {
+  const root = path.resolve(opts.root);
+  const tmpDir = path.join(root, TMP_DIR);
+
+  /** Absolute path of a key; it always stays inside root and never reaches the staging directory. */
+  function keyPath(key: string): string {
+    assertKey(key);
+    const full = path.resolve(root, ...key.split('/'));
+    if (!full.startsWith(root + path.sep) || full === tmpDir || full.startsWith(tmpDir + path.sep)) {
+      throw new TypeError('invalid storage key');
+    }
+    return full;
+  }
+
+  async function commitFile(tmp: string, target: string): Promise<boolean> {
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    try {
+      // link() is an atomic "create unless it exists", so concurrent identical
+      // commits cannot both report stored:true.
+      await fs.link(tmp, target);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code === 'EEXIST') return false;
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+      // Filesystem without hard links: check, then rename.
+      if (await exists(target)) return false;
+      await fs.rename(tmp, target);
+      return true;
+    }
+    return true;
+  }
+
+  async function exists(file: string): Promise<boolean> {
+    try {
+      await fs.stat(file);
+      return true;
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  async function* walk(dir: string, dirKey: string, prefix: string): AsyncGenerator<{ key: string; size: number }> {
+    let entries;
+    try {
+      entries = await fs.readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      const code = errorCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw err;
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const entry of entries) {
+      if (dirKey === '' && entry.name === TMP_DIR) continue;
+      const key = dirKey === '' ? entry.name : `${dirKey}/${entry.name}`;
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (`${key}/`.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* walk(full, key, prefix);
+      } else if (entry.isFile() && key.startsWith(prefix)) {
+        try {
+          const st = await fs.stat(full);
+          yield { key, size: st.size };
+        } catch (err) {
+          if (errorCode(err) !== 'ENOENT') throw err; // deleted while listing
+        }
+      }
+      // Symlinks and other special files are never listed.
+    }
+  }
+
+  return {
+    kind: 'local',
+
+    async stage(source, { maxBytes }): Promise<StagedBlob> {
+      const meter = createHashMeter(maxBytes);
+      await fs.mkdir(tmpDir, { recursive: true });
+      const tmp = path.join(tmpDir, randomUUID());
+      try {
+        await pipeline(source, meter.transform, createWriteStream(tmp, { flags: 'wx' }));
+      } catch (err) {
+        await removeQuietly(tmp);
+        throw err;
+      }
+      const { size, sha256, md5 } = meter.digest();
+      let state: 'staged' | 'committed' | 'discarded' = 'staged';
+      return {
+        size,
+        sha256,
+        md5,
+        async commit(key) {
+          if (state !== 'staged') throw new Error(`staged blob already ${state}`);
+          const target = keyPath(key);
+          const stored = await commitFile(tmp, target);
+          state = 'committed';
+          await removeQuietly(tmp);
+          return { stored };
+        },
+        async discard() {
+          if (state !== 'staged') return;
+          state = 'discarded';
+          await removeQuietly(tmp);
+        },
+      };
+    },
+
+    async head(key) {
+      try {
+        const st = await fs.stat(keyPath(key));
+        return st.isFile() ? { size: st.size } : null;
+      } catch (err) {
+        if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return null;
+        throw err;
+      }
+    },
+
+    async get(key, range): Promise<Readable> {
+      const file = keyPath(key);
+      if (range) assertRange(range);
+      let handle;
+      try {
+        handle = await fs.open(file, constants.O_RDONLY);
+      } catch (err) {
+        if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') throw new BlobNotFoundError(key);
+        throw err;
+      }
+      if (!(await handle.stat()).isFile()) {
+        await handle.close();
+        throw new BlobNotFoundError(key);
+      }
+      // The stream owns the handle and closes it when done or destroyed.
+      return handle.createReadStream(range ? { start: range.start, end: range.end } : {});
+    },
+
+    async delete(key) {
+      await removeQuietly(keyPath(key));
+    },
+
+    list(prefix) {
+      // eslint-disable-next-line no-control-regex
+      if (typeof prefix !== 'string' || /[\u0000\\]/.test(prefix) || prefix.startsWith('/')) {
+        throw new TypeError('invalid storage prefix');
+      }
+      const slash = prefix.lastIndexOf('/');
+      const dirKey = slash >= 0 ? prefix.slice(0, slash) : '';
+      const dir = dirKey === '' ? root : keyPath(dirKey);
+      return walk(dir, dirKey, prefix);
+    },
+
+    async presignGet() {
+      return null;
+    },
+
+    async ping() {
+      await fs.mkdir(tmpDir, { recursive: true });
+      await fs.access(tmpDir, constants.R_OK | constants.W_OK);
+    },
+  };
+}
