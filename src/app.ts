@@ -20,6 +20,8 @@ import { openRedis, type Redis } from './redis.js';
 import { errorHandlerPlugin } from './http/errors.js';
 import { openapiPlugin } from './http/openapi.js';
 import { healthPlugin } from './http/health.js';
+import { metricsPlugin } from './http/metrics.js';
+import { buildValidator } from './http/validation.js';
 import { authPlugin } from './auth/plugin.js';
 import { authRoutes } from './auth/routes.js';
 import { userRoutes } from './users/routes.js';
@@ -80,15 +82,18 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     trustProxy: config.trustProxy,
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
-    ajv: { customOptions: { allErrors: false } },
+    schemaController: { compilersFactory: { buildValidator: buildValidator() as any } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
 
+  // JSON only: a text/plain body is 415, not a string that fails validation.
+  app.removeContentTypeParser('text/plain');
   await app.register(errorHandlerPlugin);
   await app.register(healthPlugin);
+  await app.register(metricsPlugin);
   await app.register(corePlugin, { config });
   await app.register(helmet, {
     // The Swagger UI needs inline styles/scripts from its own origin only.
