@@ -46,7 +46,7 @@ export const authPlugin = fp(
     app.decorate('auth', deps);
     app.decorateRequest('user', null as unknown as AuthUser);
 
-    app.decorate('authenticate', async (request: FastifyRequest) => {
+    app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
       const header = request.headers.authorization;
       if (header !== undefined) {
         const m = /^Bearer\s+([A-Za-z0-9._~+/=-]+)$/i.exec(header);
@@ -54,6 +54,7 @@ export const authPlugin = fp(
         const res = await resolveBearer(deps, m[1]);
         if ('error' in res) throw failures[res.error]();
         request.user = res.user;
+        reply.log = request.log = request.log.child({ user_id: res.user.id });
         return;
       }
       const cookie = request.cookies?.[SESSION_COOKIE];
@@ -64,6 +65,7 @@ export const authPlugin = fp(
         throw errors.forbidden('A valid X-CSRF-Token header is required for cookie-authenticated requests', 'csrf_failed');
       }
       request.user = res.user;
+      reply.log = request.log = request.log.child({ user_id: res.user.id });
     });
   },
   { name: 'auth', dependencies: ['core'] },

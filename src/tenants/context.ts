@@ -77,10 +77,11 @@ export const tenantContextPlugin = fp(
       return row;
     });
 
-    const hook = (allowInactive: boolean) => async (request: FastifyRequest) => {
+    const hook = (allowInactive: boolean) => async (request: FastifyRequest, reply: FastifyReply) => {
       const tid = (request.params as { tid?: string }).tid;
       if (!tid) throw new Error('tenantContext used on a route without a :tid parameter');
       request.tenant = await app.resolveTenant(request.user.id, tid, { allowInactive });
+      reply.log = request.log = request.log.child({ tenant_id: request.tenant.id });
     };
     app.decorate('tenantContext', hook(false));
     app.decorate('tenantContextAllowInactive', hook(true));
