@@ -5,16 +5,9 @@
  * storage, in-process jobs, a log publisher for events.
  */
 import path from 'node:path';
+import type { S3StoreOptions } from './storage/s3.js';
 
-export interface S3Config {
-  endpoint?: string;
-  bucket: string;
-  region: string;
-  accessKeyId?: string;
-  secretAccessKey?: string;
-  publicUrl?: string;
-  forcePathStyle: boolean;
-}
+export type S3Config = S3StoreOptions;
 
 export interface Config {
   env: 'development' | 'production' | 'test';
