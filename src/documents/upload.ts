@@ -1,0 +1,332 @@
+/**
+ * Streaming upload: the multipart `file` part goes straight to the blob store's
+ * staging area while SHA-256 and MD5 are computed (memory bounded whatever the
+ * size), then — once the whole request has been read — the upload is placed:
+ * deduplicated against the tenant's files by SHA-256, quota reserved for new
+ * bytes only, bytes committed under their content-addressed key, and the
+ * document inserted with its `validate_document` job and `document.uploaded`
+ * event in one tenant transaction. Any failure leaves no blob and no row.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Multipart, MultipartFile } from '@fastify/multipart';
+import { pipeline as pipelineCb, Transform, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { AppError, errors } from '../http/errors.js';
+import { FileTooLargeError, fileKey, type BlobStore, type StagedBlob } from '../storage/blob-store.js';
+import { sanitizeFilename } from '../storage/filename.js';
+import { isUniqueViolation } from '../tenants/queries.js';
+import type { TenantContext } from '../tenants/context.js';
+import { recordEvent, recordJob } from '../events/outbox.js';
+import type { FileRow } from '../db/schema.js';
+import { getDocument, lockContent, type DocumentWithFile } from './queries.js';
+import { releaseQuota, reserveQuota } from './quota.js';
+
+/** Room for the multipart envelope (boundaries, part headers, small fields) on top of the file itself. */
+const MULTIPART_OVERHEAD = 1024 * 1024;
+const MIME_RE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/;
+
+export interface ReceivedUpload {
+  staged: StagedBlob;
+  filename: string;
+  mimeType: string;
+}
+
+/** Wraps a blob-store failure so it is not mistaken for a malformed body. */
+class StorageFailure extends Error {
+  constructor(override readonly cause: unknown) {
+    super('storage failure');
+  }
+}
+
+const tooLarge = (limit: number) =>
+  errors.payloadTooLarge(`The file is larger than the allowed maximum of ${limit} bytes`, 'file_too_large', { limit });
+
+/** The declared type, lower-cased without parameters; application/octet-stream when missing or malformed. */
+export function normalizeMimeType(declared: string | undefined): string {
+  const t = (declared ?? '').split(';')[0].trim().toLowerCase();
+  return MIME_RE.test(t) ? t : 'application/octet-stream';
+}
+
+/** Chunks of about this size reach the hash and the storage (one fs write / one S3 buffer append each). */
+const COALESCE_BYTES = 256 * 1024;
+
+/**
+ * Gather the parser's small chunks (16-64 KB) into ~256 KB buffers: far fewer
+ * hash calls, stream hops and storage writes per byte (each fs write is a
+ * thread-pool round trip), for well under a MB of extra memory per upload.
+ */
+function coalesce(size: number): Transform {
+  let parts: Buffer[] = [];
+  let length = 0;
+  return new Transform({
+    writableHighWaterMark: size,
+    readableHighWaterMark: size,
+    transform(chunk: Buffer, _encoding, callback) {
+      parts.push(chunk);
+      length += chunk.length;
+      if (length < size) return callback();
+      const out = Buffer.concat(parts, length);
+      parts = [];
+      length = 0;
+      callback(null, out);
+    },
+    flush(callback) {
+      callback(null, length > 0 ? Buffer.concat(parts, length) : undefined);
+    },
+  });
+}
+
+async function drain(stream: NodeJS.ReadableStream): Promise<void> {
+  await pipeline(stream, new Writable({ write: (_c, _e, cb) => cb() })).catch(() => undefined);
+}
+
+/** Map an error of the multipart parser (not of the storage) to a 4xx. */
+function parserError(err: unknown, maxBytes: number): AppError {
+  if (err instanceof AppError) return err;
+  const code = (err as { code?: string }).code;
+  switch (code) {
+    case 'FST_FILES_LIMIT':
+      return errors.badRequest('Send one file per request (multipart field "file")', 'too_many_files');
+    case 'FST_REQ_FILE_TOO_LARGE':
+      return tooLarge(maxBytes);
+    case 'FST_PARTS_LIMIT':
+    case 'FST_FIELDS_LIMIT':
+      return errors.badRequest('The multipart body has too many parts', 'too_many_parts');
+    case 'FST_PROTO_VIOLATION':
+      return errors.badRequest('Malformed multipart field name', 'invalid_multipart');
+    case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+      return errors.unsupportedMediaType('The request must be multipart/form-data with a "file" part', 'unsupported_media_type');
+    case 'FST_MP_PREMATURE_CLOSE':
+      return errors.badRequest('The upload ended before the multipart body was complete', 'incomplete_upload');
+  }
+  const message = (err as Error)?.message ?? '';
+  if (/unexpected end|terminated early/i.test(message)) {
+    return errors.badRequest('The upload ended before the multipart body was complete', 'incomplete_upload');
+  }
+  return errors.badRequest(`The multipart body could not be read: ${message || 'malformed'}`, 'invalid_multipart');
+}
+
+/**
+ * Read the multipart body: exactly one file part named `file` (a second file is
+ * 400 `too_many_files`), an optional `filename` field (before or after the file).
+ * The file's bytes are staged in the blob store; the caller commits or discards.
+ */
+export async function receiveUpload(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  storage: BlobStore,
+  maxBytes: number,
+): Promise<ReceivedUpload> {
+  if (!request.isMultipart()) {
+    throw errors.unsupportedMediaType('The request must be multipart/form-data with a "file" part', 'unsupported_media_type');
+  }
+  const declaredLength = Number(request.headers['content-length']);
+  if (Number.isFinite(declaredLength) && declaredLength > maxBytes + MULTIPART_OVERHEAD) {
+    reply.header('connection', 'close'); // do not read a body we already refuse
+    throw tooLarge(maxBytes);
+  }
+
+  let staged: StagedBlob | null = null;
+  let part: MultipartFile | null = null;
+  let filenameField: string | undefined;
+  let otherFile = false;
+  try {
+    const parts = request.parts({
+      limits: { fileSize: maxBytes + 1, files: 1, fields: 10, fieldSize: 64 * 1024, parts: 20, headerPairs: 100 },
+    });
+    for await (const p of parts as AsyncIterable<Multipart>) {
+      if (p.type === 'field') {
+        if (p.fieldname === 'filename' && typeof p.value === 'string') filenameField = p.value;
+        continue;
+      }
+      if (p.fieldname !== 'file') {
+        otherFile = true;
+        await drain(p.file);
+        continue;
+      }
+      part = p;
+      let sourceFailed = false;
+      p.file.once('error', () => { sourceFailed = true; });
+      // A body the parser already found broken (truncated, aborted): refuse before staging anything.
+      if (p.file.errored || p.file.destroyed) throw parserError(p.file.errored ?? new Error('upload aborted'), maxBytes);
+      // Errors travel both ways: a failing part destroys the coalescer, a failing stage destroys the part.
+      const source = pipelineCb(p.file, coalesce(COALESCE_BYTES), () => undefined);
+      try {
+        staged = await storage.stage(source, { maxBytes });
+      } catch (err) {
+        if (err instanceof FileTooLargeError) {
+          reply.header('connection', 'close');
+          throw tooLarge(maxBytes);
+        }
+        // The client's stream failed (aborted, truncated body): 400. Otherwise the storage failed: 5xx.
+        if (sourceFailed || p.file.errored || request.raw.destroyed) throw parserError(err, maxBytes);
+        throw new StorageFailure(err);
+      }
+      if (p.file.truncated) throw tooLarge(maxBytes);
+    }
+  } catch (err) {
+    await (staged as StagedBlob | null)?.discard();
+    if (err instanceof StorageFailure) {
+      if ((err.cause as NodeJS.ErrnoException)?.code === 'ENOSPC') {
+        throw new AppError(507, 'insufficient_storage', 'The storage is full; try again later');
+      }
+      throw err.cause;
+    }
+    // Everything else comes from the parser (malformed or truncated body, a second file, limits).
+    throw parserError(err, maxBytes);
+  }
+
+  if (!staged || !part) {
+    throw errors.badRequest(
+      otherFile ? 'The file must be sent in the multipart field "file"' : 'No file was sent (multipart field "file")',
+      'no_file',
+    );
+  }
+  if (staged.size === 0) {
+    await staged.discard();
+    if (!part.filename) throw errors.badRequest('No file was selected', 'no_file');
+    throw errors.badRequest('The file is empty', 'empty_file');
+  }
+  return {
+    staged,
+    filename: sanitizeFilename(filenameField?.trim() ? filenameField : part.filename),
+    mimeType: normalizeMimeType(part.mimetype),
+  };
+}
+
+export interface PlaceDeps {
+  app: FastifyInstance;
+  storage: BlobStore;
+}
+
+export interface PlaceResult {
+  document: DocumentWithFile;
+  deduplicated: boolean;
+}
+
+/**
+ * Turn a staged upload into a document. Reserve the size in the tenant's quota
+ * (one conditional UPDATE), then in one tenant transaction under the content
+ * lock: if the tenant already has this SHA-256, the document points at that file
+ * (no new bytes; the reservation is released); otherwise commit the bytes, insert
+ * the file row and the document. No reservation and new bytes: 413
+ * `quota_exceeded`. The staged bytes are always committed or discarded; a
+ * reservation that did not become a file is released.
+ */
+export async function placeUpload(
+  deps: PlaceDeps,
+  p: { tenant: TenantContext; userId: string; email: string; upload: ReceivedUpload },
+): Promise<PlaceResult> {
+  const { app, storage } = deps;
+  const { tenant, upload } = p;
+  const { staged } = upload;
+  const key = fileKey(tenant.id, staged.sha256);
+
+  const attempt = (reserved: boolean) =>
+    app.tenantDbs.withTenant(tenant, async (trx) => {
+      await lockContent(trx, tenant.id, staged.sha256);
+      let file: Pick<FileRow, 'id' | 'size' | 'storage_key'> | undefined = await trx
+        .selectFrom('files')
+        .select(['id', 'size', 'storage_key'])
+        .where('tenant_id', '=', tenant.id)
+        .where('sha256', '=', staged.sha256)
+        .executeTakeFirst();
+      let created = false;
+      if (file && !(await storage.head(file.storage_key))) {
+        // A row whose bytes are gone (DELETE_FAILED_UPLOADS removed a failed upload's bytes, or a
+        // crash): these are the same bytes, so put them back. The row is already counted in the quota.
+        await staged.commit(file.storage_key);
+      }
+      if (!file) {
+        if (!reserved) return null;
+        // Under the lock with no row: whatever is at `key` is ours to write (or an orphan).
+        await staged.commit(key);
+        created = true;
+        try {
+          file = await trx
+            .insertInto('files')
+            .values({ tenant_id: tenant.id, sha256: staged.sha256, md5: staged.md5, size: staged.size, storage_key: key })
+            .returning(['id', 'size', 'storage_key'])
+            .executeTakeFirstOrThrow();
+        } catch (err) {
+          // Without the lock (another writer of the same table outside this code) a racing
+          // identical upload can still win the unique key: this transaction is aborted, retry reuses its row.
+          if (isUniqueViolation(err)) throw new RaceLost();
+          throw err;
+        }
+      }
+      try {
+        const doc = await trx
+          .insertInto('documents')
+          .values({
+            tenant_id: tenant.id,
+            file_id: file.id,
+            filename: upload.filename,
+            mime_type: upload.mimeType,
+            size: staged.size,
+            user_id: p.userId,
+            uploaded_by_email: p.email,
+          })
+          .returning('id')
+          .executeTakeFirstOrThrow();
+        await recordJob(trx, { name: 'validate_document', tenantId: tenant.id, payload: { document_id: doc.id } });
+        await recordEvent(trx, 'document.uploaded', {
+          tenantId: tenant.id,
+          userId: p.userId,
+          data: {
+            document_id: doc.id,
+            file_id: file.id,
+            filename: upload.filename,
+            mime_type: upload.mimeType,
+            size: staged.size,
+            sha256: staged.sha256,
+            deduplicated: !created,
+          },
+        });
+        const document = await getDocument(trx, tenant.id, doc.id);
+        return { document: document!, created };
+      } catch (err) {
+        // The file row rolls back with this transaction; its bytes must go too (still under the lock).
+        if (created) await storage.delete(key).catch(() => undefined);
+        throw err;
+      }
+    });
+
+  let reserved = false;
+  try {
+    // Reserve first (one UPDATE outside the tenant transaction: on PGlite there is one connection,
+    // and the tenant role cannot touch `tenants`); a duplicate gives it back below.
+    reserved = await reserveQuota(app.db, tenant.id, staged.size);
+    // Without a reservation only a duplicate can succeed: attempt() returns null when the bytes are new.
+    const result = await retryRace(() => attempt(reserved));
+    if (result === null) {
+      throw errors.payloadTooLarge('This upload would exceed the organization\'s storage quota', 'quota_exceeded', {
+        quota_bytes: tenant.storage_quota_mb * 1024 * 1024,
+      });
+    }
+    if (reserved && !result.created) {
+      reserved = false;
+      await releaseQuota(app.db, tenant.id, staged.size);
+    }
+    return { document: result.document, deduplicated: !result.created };
+  } catch (err) {
+    if (reserved) {
+      await releaseQuota(app.db, tenant.id, staged.size).catch((e) => app.log.error({ err: e }, 'quota release failed'));
+    }
+    throw err;
+  } finally {
+    await staged.discard();
+  }
+}
+
+class RaceLost extends Error {}
+
+async function retryRace<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!(err instanceof RaceLost) || i >= 2) throw err;
+    }
+  }
+}
