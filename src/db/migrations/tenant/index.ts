@@ -1,6 +1,8 @@
 import type { Migration } from 'kysely';
 import * as m0001 from './0001_documents.js';
 import * as m0002 from './0002_outbox.js';
+import * as m0003 from './0003_outbox_delivery.js';
+import * as m0004 from './0004_documents_search.js';
 
 /**
  * Tenant-data migrations, in order. They run on the main database (tables of
@@ -9,4 +11,6 @@ import * as m0002 from './0002_outbox.js';
 export const tenantMigrations: Record<string, Migration> = {
   '0001_documents': m0001,
   '0002_outbox': m0002,
+  '0003_outbox_delivery': m0003,
+  '0004_documents_search': m0004,
 };

@@ -1,0 +1,55 @@
+/** Reading the audit trail (control-plane table `audit_log`, migration control/0003_audit). */
+import { sql, type Kysely } from 'kysely';
+import type { ControlSchema } from '../db/schema.js';
+
+export interface AuditRow {
+  id: number;
+  event_id: string;
+  tenant_id: string | null;
+  user_id: string | null;
+  actor_email: string | null;
+  action: string;
+  resource_type: string | null;
+  resource_id: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  details: unknown;
+  occurred_at: Date;
+  recorded_at: Date;
+}
+
+export interface AuditFilter {
+  tenantId: string;
+  action?: string;
+  userId?: string;
+  since?: string;
+  until?: string;
+  limit: number;
+  offset: number;
+}
+
+export async function listAudit(db: Kysely<ControlSchema>, f: AuditFilter): Promise<{ rows: AuditRow[]; total: number }> {
+  const where = sql.join(
+    [
+      sql`tenant_id = ${f.tenantId}`,
+      ...(f.action ? [sql`action = ${f.action}`] : []),
+      ...(f.userId ? [sql`user_id = ${f.userId}`] : []),
+      ...(f.since ? [sql`occurred_at >= ${f.since}::timestamptz`] : []),
+      ...(f.until ? [sql`occurred_at < ${f.until}::timestamptz`] : []),
+    ],
+    sql` AND `,
+  );
+  const [rows, count] = await Promise.all([
+    sql<AuditRow>`
+      SELECT id, event_id, tenant_id, user_id, actor_email, action, resource_type, resource_id, ip, user_agent,
+             details, occurred_at, recorded_at
+      FROM audit_log WHERE ${where}
+      ORDER BY occurred_at DESC, id DESC
+      LIMIT ${f.limit} OFFSET ${f.offset}`.execute(db),
+    sql<{ n: unknown }>`SELECT count(*) AS n FROM audit_log WHERE ${where}`.execute(db),
+  ]);
+  return {
+    rows: rows.rows.map((r) => ({ ...r, id: Number(r.id), details: typeof r.details === 'string' ? JSON.parse(r.details) : r.details })),
+    total: Number(count.rows[0]?.n ?? 0),
+  };
+}
