@@ -7,7 +7,6 @@ import crypto from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import fp from 'fastify-plugin';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import helmet from '@fastify/helmet';
 import cors from '@fastify/cors';
 import cookie from '@fastify/cookie';
 import { sql, type Kysely } from 'kysely';
@@ -22,10 +21,17 @@ import { openapiPlugin } from './http/openapi.js';
 import { healthPlugin } from './http/health.js';
 import { metricsPlugin } from './http/metrics.js';
 import { buildValidator } from './http/validation.js';
+import { SECURITY_HEADERS, securityHeadersPlugin } from './http/security-headers.js';
 import { authPlugin } from './auth/plugin.js';
 import { authRoutes } from './auth/routes.js';
 import { userRoutes } from './users/routes.js';
 import { tenantContextPlugin } from './tenants/context.js';
+import { storagePlugin } from './documents/storage-plugin.js';
+import { documentsPlugin } from './documents/routes.js';
+import { tenantsPlugin } from './tenants/plugin.js';
+import { jobsPlugin } from './jobs/plugin.js';
+import { auditPlugin } from './audit/plugin.js';
+import { webhookRoutes } from './webhooks/routes.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -95,20 +101,23 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(healthPlugin);
   await app.register(metricsPlugin);
   await app.register(corePlugin, { config });
-  await app.register(helmet, {
-    // The Swagger UI needs inline styles/scripts from its own origin only.
-    contentSecurityPolicy: {
-      directives: { defaultSrc: ["'self'"], scriptSrc: ["'self'"], styleSrc: ["'self'", "'unsafe-inline'"], imgSrc: ["'self'", 'data:'] },
-    },
-  });
+  // helmet's headers, computed once (see src/http/security-headers.ts).
+  await app.register(securityHeadersPlugin, SECURITY_HEADERS);
   await app.register(cors, { origin: config.corsOrigins, credentials: true, exposedHeaders: ['x-request-id', 'content-disposition', 'etag'] });
   await app.register(cookie);
   await app.register(openapiPlugin);
   await app.register(authPlugin);
   await app.register(tenantContextPlugin);
+  await app.register(storagePlugin);
 
   await app.register(authRoutes, { prefix: '/api/auth' });
   await app.register(userRoutes, { prefix: '/api/users' });
+  await app.register(documentsPlugin);
+  await app.register(tenantsPlugin);
+  await app.register(auditPlugin);
+  await app.register(webhookRoutes, { prefix: '/api/tenants/:tid/webhooks' });
+  // Background work: in the embedded default (no REDIS_URL) it runs in this process.
+  await app.register(jobsPlugin);
 
   return app;
 }

