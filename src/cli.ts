@@ -16,6 +16,9 @@ import { migrateDown, migrateToLatest, migrationStatus, type MigrationSet } from
 import type { Isolation } from './db/schema.js';
 import { AppError } from './http/errors.js';
 import { loadRuntimeConfig } from './runtime.js';
+import { createTenantDatabases } from './db/tenant-db.js';
+import { createBlobStore } from './storage/index.js';
+import { runFilesGc } from './documents/gc.js';
 import { DedicatedTenantDatabases } from './tenants/dedicated.js';
 import {
   DEFAULT_MIGRATE_CONCURRENCY, migrateAllTenants, tenantMigrationHistory, UnknownTenantError, type TargetResult,
@@ -146,6 +149,34 @@ function printMigrateResult(io: CliIo, r: TargetResult, done: number, total: num
 }
 
 const COMMANDS: Command[] = [
+  {
+    name: 'files:gc',
+    usage: 'files:gc [--dry-run]',
+    summary: 'Find and remove orphans left by crashes (bytes without rows, rows without bytes, unreferenced files) and recompute quotas',
+    options: { 'dry-run': { type: 'boolean' } },
+    async run(ctx, values) {
+      const config = await ctx.config();
+      await requireMigrated(ctx);
+      const database = await ctx.database();
+      const tenantDbs = createTenantDatabases(database.db);
+      const dedicated = await ctx.dedicated();
+      if (dedicated) tenantDbs.setDedicatedResolver(dedicated);
+      const storage = createBlobStore({ s3: config.s3, localRoot: config.uploadFolder });
+      const dryRun = values['dry-run'] === true;
+      ctx.io.out(`${dryRun ? 'Dry run: ' : ''}collecting orphans on ${describeDatabase(config)}, storage ${config.s3 ? `s3://${config.s3.bucket}` : config.uploadFolder}`);
+      try {
+        const r = await runFilesGc({ db: database.db, tenantDbs, storage, dryRun, log: (line) => ctx.io.out(line) });
+        const t = r.totals;
+        ctx.io.out(
+          `${dryRun ? 'Would remove' : 'Removed'}: ${t.unreferencedFiles} unreferenced files, ${t.filesWithoutBytes} rows without bytes, ` +
+            `${t.bytesWithoutRows} blobs without rows (${t.bytesFreed} bytes); ${t.quotaCorrections} quota corrections; ${t.errors} tenants failed`,
+        );
+        return t.errors ? 1 : 0;
+      } finally {
+        await storage.close?.();
+      }
+    },
+  },
   {
     name: 'migrate',
     usage: 'migrate',
