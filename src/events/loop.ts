@@ -105,3 +105,13 @@ export function createLoop(opts: {
     },
   };
 }
+
+/** Run `pass` until it finds nothing to do; the total it processed. */
+export async function drainPasses(pass: () => Promise<number>): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = await pass();
+    total += n;
+    if (n === 0) return total;
+  }
+}

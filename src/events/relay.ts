@@ -14,7 +14,7 @@
 import type { AppMetrics } from '../http/metrics.js';
 import { claimBatch, markDone, pendingCounts, release, type ClaimedRow, type OutboxKind } from './claim.js';
 import type { EventEnvelope } from './envelope.js';
-import { createLoop, type Loop } from './loop.js';
+import { createLoop, type Loop, drainPasses } from './loop.js';
 import type { OutboxSource, OutboxSources } from './sources.js';
 import type { Publisher } from './publishers/types.js';
 
@@ -109,14 +109,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   return {
     kind: opts.kind,
     runOnce,
-    async drain() {
-      let total = 0;
-      for (;;) {
-        const n = await runOnce();
-        total += n;
-        if (n === 0) return total;
-      }
-    },
+    drain: () => drainPasses(runOnce),
     start: () => loop.start(),
     wake: () => loop.wake(),
     stop: () => loop.stop(),

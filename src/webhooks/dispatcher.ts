@@ -8,7 +8,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { ControlSchema } from '../db/schema.js';
-import { createLoop, type Loop } from '../events/loop.js';
+import { createLoop, type Loop, drainPasses } from '../events/loop.js';
 import { signPayload, SIGNATURE_HEADER } from './signature.js';
 import { claimDeliveries, recordAttempt, type ClaimedDelivery } from './store.js';
 
@@ -104,14 +104,7 @@ export function createWebhookDispatcher(opts: WebhookDispatcherOptions): Webhook
   const loop: Loop = createLoop({ name: 'webhooks', pass: runOnce, idleMs: opts.idleMs ?? 1_000, log: opts.log });
   return {
     runOnce,
-    async drain() {
-      let total = 0;
-      for (;;) {
-        const n = await runOnce();
-        total += n;
-        if (n === 0) return total;
-      }
-    },
+    drain: () => drainPasses(runOnce),
     start: () => loop.start(),
     wake: () => loop.wake(),
     stop: () => loop.stop(),
