@@ -1,22 +1,10 @@
 /** Reading the audit trail (control-plane table `audit_log`, migration control/0003_audit). */
 import { sql, type Kysely } from 'kysely';
-import type { ControlSchema } from '../db/schema.js';
+import type { Selectable } from 'kysely';
+import type { AuditLogTable, ControlSchema } from '../db/schema.js';
 
-export interface AuditRow {
-  id: number;
-  event_id: string;
-  tenant_id: string | null;
-  user_id: string | null;
-  actor_email: string | null;
-  action: string;
-  resource_type: string | null;
-  resource_id: string | null;
-  ip: string | null;
-  user_agent: string | null;
-  details: unknown;
-  occurred_at: Date;
-  recorded_at: Date;
-}
+/** An audit entry as read back (`details` parsed from jsonb). */
+export type AuditRow = Selectable<AuditLogTable>;
 
 export interface AuditFilter {
   tenantId: string;

@@ -86,6 +86,30 @@ export interface InvitationsTable {
   created_at: Timestamp;
 }
 
+/** Append-only audit trail (control/0003_audit), written by the event consumer. */
+export interface AuditLogTable {
+  id: Generated<number>;
+  event_id: string;
+  tenant_id: string | null;
+  user_id: string | null;
+  actor_email: string | null;
+  action: string;
+  resource_type: string | null;
+  resource_id: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  details: ColumnType<unknown, string, string>;
+  occurred_at: ColumnType<Date, Date | string, Date | string>;
+  recorded_at: Timestamp;
+}
+
+/** Event ids a consumer has handled (durable de-duplication, control/0003_audit). */
+export interface ConsumedEventsTable {
+  consumer: string;
+  event_id: string;
+  consumed_at: Timestamp;
+}
+
 export interface FilesTable {
   id: Generated<string>;
   tenant_id: string;
@@ -140,6 +164,8 @@ export interface ControlSchema extends TenantSchema {
   tenants: TenantsTable;
   memberships: MembershipsTable;
   invitations: InvitationsTable;
+  audit_log: AuditLogTable;
+  consumed_events: ConsumedEventsTable;
 }
 
 export type User = Selectable<UsersTable>;

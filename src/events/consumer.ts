@@ -51,28 +51,6 @@ export interface EventConsumer {
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Tables of the control plane this module writes (migration control/0003_audit). */
-interface ConsumerTables {
-  consumed_events: { consumer: string; event_id: string; consumed_at: Date | string | undefined };
-  audit_log: {
-    event_id: string;
-    tenant_id: string | null;
-    user_id: string | null;
-    actor_email: string | null;
-    action: string;
-    resource_type: string | null;
-    resource_id: string | null;
-    ip: string | null;
-    user_agent: string | null;
-    details: string;
-    occurred_at: Date | string;
-  };
-}
-
-function controlDb(ctx: ConsumerContext): Kysely<ControlSchema & ConsumerTables> {
-  return ctx.db as unknown as Kysely<ControlSchema & ConsumerTables>;
-}
-
 async function tenantRef(ctx: ConsumerContext, tenantId: string | null): Promise<TenantRef | undefined> {
   if (!tenantId || !UUID_RE.test(tenantId)) return undefined;
   return ctx.db
@@ -136,7 +114,7 @@ export const appendAudit: EventHandler = async (ctx, event) => {
   const d = event.data ?? {};
   const { action, resource_type, resource_id, ip, user_agent, actor_email, ...rest } = d as Record<string, unknown>;
   const details = typeof rest.details === 'object' && rest.details !== null ? rest.details : rest;
-  await controlDb(ctx)
+  await ctx.db
     .insertInto('audit_log')
     .values({
       event_id: event.event_id,
@@ -171,7 +149,7 @@ export function createEventConsumer(
   const name = opts.name ?? 'worker';
   const handlers = opts.handlers ?? DEFAULT_HANDLERS;
   const durable = opts.durableDedupe ?? true;
-  const db = controlDb(ctx);
+  const db = ctx.db;
   // Recently handled ids (insertion-ordered map as a bounded LRU); only successes are recorded.
   const recent = new Map<string, true>();
   const remember = (id: string) => {
@@ -215,7 +193,7 @@ export function createEventConsumer(
     if (durable && UUID_RE.test(event.event_id)) {
       await db
         .insertInto('consumed_events')
-        .values({ consumer: name, event_id: event.event_id, consumed_at: undefined })
+        .values({ consumer: name, event_id: event.event_id })
         .onConflict((oc) => oc.columns(['consumer', 'event_id']).doNothing())
         .execute();
     }
