@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { constants, createWriteStream } from 'node:fs';
+import { constants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -101,9 +101,13 @@ export function createLocalStore(opts: { root: string }): BlobStore {
       const meter = createHashMeter(maxBytes);
       await fs.mkdir(tmpDir, { recursive: true });
       const tmp = path.join(tmpDir, randomUUID());
+      // Open (create) the temp file before piping: if the source fails while a lazily
+      // opening write stream is still opening, the file would appear after our cleanup.
+      const handle = await fs.open(tmp, 'wx');
       try {
-        await pipeline(source, meter.transform, createWriteStream(tmp, { flags: 'wx' }));
+        await pipeline(source, meter.transform, handle.createWriteStream());
       } catch (err) {
+        await handle.close().catch(() => {});
         await removeQuietly(tmp);
         throw err;
       }
