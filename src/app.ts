@@ -54,7 +54,7 @@ const corePlugin = fp(
     const { config } = opts;
     const database = await openDatabase({ databaseUrl: config.databaseUrl, pgliteDir: config.pgliteDir, poolMax: config.dbPoolMax });
     if (config.autoMigrate) await migrateMain(database.db);
-    const tenantDbs = createTenantDatabases(database.db);
+    const tenantDbs = createTenantDatabases(database.db, database.pool);
     const redis = config.redisUrl ? openRedis(config.redisUrl) : null;
 
     app.decorate('config', config);

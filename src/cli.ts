@@ -158,10 +158,10 @@ const COMMANDS: Command[] = [
       const config = await ctx.config();
       await requireMigrated(ctx);
       const database = await ctx.database();
-      const tenantDbs = createTenantDatabases(database.db);
+      const tenantDbs = createTenantDatabases(database.db, database.pool);
       const dedicated = await ctx.dedicated();
       if (dedicated) tenantDbs.setDedicatedResolver(dedicated);
-      const storage = createBlobStore({ s3: config.s3, localRoot: config.uploadFolder });
+      const storage = await createBlobStore({ s3: config.s3, localRoot: config.uploadFolder });
       const dryRun = values['dry-run'] === true;
       ctx.io.out(`${dryRun ? 'Dry run: ' : ''}collecting orphans on ${describeDatabase(config)}, storage ${config.s3 ? `s3://${config.s3.bucket}` : config.uploadFolder}`);
       try {

@@ -3,8 +3,8 @@
  * (`withTenant`): row-level security scopes it, and the tenant id is filtered
  * in code too. Lists are one query for the page plus one for the count.
  */
-import { sql } from 'kysely';
-import type { DocumentStatus } from '../db/schema.js';
+import { sql, type Kysely } from 'kysely';
+import type { DocumentStatus, TenantSchema } from '../db/schema.js';
 import type { TenantTx } from '../db/tenant-db.js';
 
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -37,15 +37,19 @@ export function containsPattern(s: string): string {
   return `%${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 }
 
-export async function getDocument(trx: TenantTx, tenantId: string, id: string): Promise<DocumentWithFile | undefined> {
-  if (!UUID_RE.test(id)) return undefined;
-  return trx
+/** One document with its file's hash and key (a valid UUID `id`; check with UUID_RE first). */
+export function documentQuery(db: Kysely<TenantSchema>, tenantId: string, id: string) {
+  return db
     .selectFrom('documents as d')
     .innerJoin('files as f', 'f.id', 'd.file_id')
     .select(DOC_COLUMNS)
     .where('d.tenant_id', '=', tenantId)
-    .where('d.id', '=', id)
-    .executeTakeFirst();
+    .where('d.id', '=', id);
+}
+
+export async function getDocument(trx: TenantTx, tenantId: string, id: string): Promise<DocumentWithFile | undefined> {
+  if (!UUID_RE.test(id)) return undefined;
+  return documentQuery(trx, tenantId, id).executeTakeFirst();
 }
 
 export interface ListFilter {

@@ -18,7 +18,7 @@ import {
   FileIdParams, FileListSchema, ListQuery, OrgFileDetail, OrgFileListSchema, OrgUploadResult, UpdateDocumentBody,
   type DocumentT, type ListQueryT,
 } from './schemas.js';
-import { getDocument, getFile, listDocuments, listFiles, UUID_RE, type DocumentWithFile, type FileWithCount } from './queries.js';
+import { documentQuery, getDocument, getFile, listDocuments, listFiles, UUID_RE, type DocumentWithFile, type FileWithCount } from './queries.js';
 import { placeUpload, receiveUpload } from './upload.js';
 import { assertReady, sendDocument } from './download.js';
 import { deleteDocument, deleteFile, updateDocument } from './service.js';
@@ -71,7 +71,8 @@ async function upload(app: FastifyInstance, request: FastifyRequest, reply: Fast
 }
 
 async function loadDocument(request: FastifyRequest, id: string): Promise<DocumentWithFile> {
-  const doc = await request.withTenantDb((trx) => getDocument(trx, request.tenant.id, id));
+  if (!UUID_RE.test(id)) throw docNotFound();
+  const [[doc]] = await request.readTenantDb((db) => [documentQuery(db, request.tenant.id, id)] as const);
   if (!doc) throw docNotFound();
   return doc;
 }

@@ -8,8 +8,9 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { Isolation, Role } from '../db/schema.js';
-import type { TenantTx } from '../db/tenant-db.js';
+import type { Compilable, Kysely } from 'kysely';
+import type { Isolation, Role, TenantSchema } from '../db/schema.js';
+import type { ReadResult, TenantTx } from '../db/tenant-db.js';
 import { errors } from '../http/errors.js';
 
 export interface TenantContext {
@@ -30,6 +31,8 @@ declare module 'fastify' {
     tenant: TenantContext;
     /** Run `fn` in a transaction on this tenant's data, scoped by row-level security. */
     withTenantDb<T>(fn: (trx: TenantTx) => Promise<T>): Promise<T>;
+    /** Read-only queries on this tenant's data, scoped like withTenantDb, in one round trip (TenantDatabases.read). */
+    readTenantDb<const Q extends readonly Compilable<any>[]>(build: (db: Kysely<TenantSchema>) => Q): ReadResult<Q>;
   }
   interface FastifyInstance {
     resolveTenant(userId: string, tenantId: string, opts?: { allowInactive?: boolean }): Promise<TenantContext>;
@@ -59,6 +62,11 @@ export const tenantContextPlugin = fp(
     app.decorateRequest('tenant', null as unknown as TenantContext);
     app.decorateRequest('withTenantDb', function <T>(this: FastifyRequest, fn: (trx: TenantTx) => Promise<T>) {
       return app.tenantDbs.withTenant(this.tenant, fn);
+    });
+    app.decorateRequest('readTenantDb', function <const Q extends readonly Compilable<any>[]>(
+      this: FastifyRequest, build: (db: Kysely<TenantSchema>) => Q,
+    ) {
+      return app.tenantDbs.read(this.tenant, build);
     });
 
     app.decorate('resolveTenant', async (userId: string, tenantId: string, opts: { allowInactive?: boolean } = {}) => {

@@ -17,7 +17,7 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Config } from '../config.js';
 import type { ControlSchema, TenantSchema } from '../db/schema.js';
-import type { DedicatedResolver, TenantRef } from '../db/tenant-db.js';
+import type { DedicatedResolver, RawPool, TenantRef } from '../db/tenant-db.js';
 import { migrateToLatest } from '../db/migrate.js';
 import { errors } from '../http/errors.js';
 import { TenantConnectionPools, type TenantPoolStats } from './pool.js';
@@ -110,6 +110,12 @@ export class DedicatedTenantDatabases implements DedicatedResolver {
   dbFor(tenant: TenantRef): Kysely<TenantSchema> {
     if (!tenant.db_name) throw new Error(`tenant ${tenant.id} has no database recorded`);
     return this.dbAt(this.server(tenant.db_server), tenant.db_name);
+  }
+
+  /** DedicatedResolver: the pool behind `dbFor(tenant)`. */
+  poolFor(tenant: TenantRef): RawPool {
+    if (!tenant.db_name) throw new Error(`tenant ${tenant.id} has no database recorded`);
+    return this.pools.pool(databaseUrl(this.server(tenant.db_server).url, tenant.db_name));
   }
 
   dbAt(server: DbServer, dbName: string): Kysely<TenantSchema> {
