@@ -4,11 +4,12 @@
  * group, or a Kafka consumer group - whichever the publisher writes to. Every
  * worker joins the same durable consumer / group, so each event is handled by
  * one of them; a message is acknowledged only after its handler succeeded
- * (at least once; the consumer de-duplicates by event_id).
+ * (at least once; the consumer de-duplicates by event_id). The NATS and Kafka
+ * clients are loaded only when their subscription is made.
  */
-import { Kafka, logLevel, type Consumer } from 'kafkajs';
+import type { Consumer } from 'kafkajs';
 import { Redis } from 'ioredis';
-import { AckPolicy, DeliverPolicy, connect, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { EVENT_TYPES, type EventEnvelope } from './envelope.js';
 import type { EventConsumer, ConsumerLogger } from './consumer.js';
 
@@ -35,6 +36,7 @@ export async function subscribeNats(
   const subjectPrefix = opts.subjectPrefix ?? 'events';
   const durable = opts.durable ?? 'tenantbase-worker';
   const servers = Array.isArray(opts.servers) ? opts.servers : opts.servers.split(',').map((s) => s.trim());
+  const { AckPolicy, DeliverPolicy, connect } = await import('nats');
   const nc: NatsConnection = await connect({ servers, name: `tenantbase-${durable}`, maxReconnectAttempts: -1 });
   const jsm = await nc.jetstreamManager();
   try {
@@ -153,6 +155,7 @@ export async function subscribeKafka(
   consumer: EventConsumer,
   opts: { brokers: string[]; groupId?: string; log: ConsumerLogger },
 ): Promise<Subscription> {
+  const { Kafka, logLevel } = await import('kafkajs');
   const kafka = new Kafka({ clientId: 'tenantbase-worker', brokers: opts.brokers, logLevel: logLevel.WARN });
   const c: Consumer = kafka.consumer({ groupId: opts.groupId ?? 'tenantbase-worker', allowAutoTopicCreation: true });
   await c.connect();

@@ -3,9 +3,10 @@
  * them (topic = event_type, e.g. `document.uploaded`); message key = tenant_id,
  * so one tenant's events stay in order within a partition; value = the JSON
  * envelope; headers `event_id` and `event_type`. Idempotent producer, `acks: -1`
- * (all in-sync replicas).
+ * (all in-sync replicas). kafkajs itself is loaded on the first connect, so a
+ * process that never publishes to Kafka never loads it.
  */
-import { Kafka, Partitioners, logLevel, type Producer, type TopicMessages } from 'kafkajs';
+import type { Producer, TopicMessages } from 'kafkajs';
 import type { EventEnvelope } from '../envelope.js';
 import type { Publisher } from './types.js';
 
@@ -39,19 +40,26 @@ export function createKafkaPublisher(
   { brokers, clientId = 'tenantbase' }: KafkaPublisherOptions,
   deps: { producer?: KafkaProducerLike } = {},
 ): Publisher {
-  const producer: KafkaProducerLike =
-    deps.producer ??
-    new Kafka({ clientId, brokers, logLevel: logLevel.WARN }).producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      createPartitioner: Partitioners.DefaultPartitioner,
-    });
-  let connected: Promise<void> | null = null;
+  let producer: KafkaProducerLike | null = deps.producer ?? null;
+  let connected: Promise<KafkaProducerLike> | null = null;
 
-  /** Connects once; a failed attempt is retried on the next call. */
-  function connect(): Promise<void> {
+  async function open(): Promise<KafkaProducerLike> {
+    if (!producer) {
+      const { Kafka, Partitioners, logLevel } = await import('kafkajs');
+      producer = new Kafka({ clientId, brokers, logLevel: logLevel.WARN }).producer({
+        idempotent: true,
+        maxInFlightRequests: 1,
+        createPartitioner: Partitioners.DefaultPartitioner,
+      });
+    }
+    await producer.connect();
+    return producer;
+  }
+
+  /** Connects once (the producer is made on the first call); a failed attempt is retried on the next call. */
+  function connect(): Promise<KafkaProducerLike> {
     if (!connected) {
-      connected = producer.connect();
+      connected = open();
       connected.catch(() => {
         connected = null;
       });
@@ -63,8 +71,8 @@ export function createKafkaPublisher(
     name: 'kafka',
     async publish(events: EventEnvelope[]) {
       if (events.length === 0) return;
-      await connect();
-      await producer.sendBatch({ topicMessages: toKafkaTopicMessages(events), acks: -1 });
+      const p = await connect();
+      await p.sendBatch({ topicMessages: toKafkaTopicMessages(events), acks: -1 });
     },
     async ping() {
       // connect() fetches the cluster metadata from a broker, so it fails when none is reachable.
@@ -75,7 +83,7 @@ export function createKafkaPublisher(
       connected = null;
       if (!pending) return;
       await pending.catch(() => undefined);
-      await producer.disconnect();
+      await producer?.disconnect();
     },
   };
 }

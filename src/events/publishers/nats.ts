@@ -3,8 +3,10 @@
  * (subjects `${subjectPrefix}.>`); each event goes to
  * `${subjectPrefix}.${event_type}` with `msgID = event_id`, so JetStream's
  * duplicate window drops a redelivered event, and every PubAck is awaited.
+ * The nats client is loaded on the first connection, so a process that never
+ * publishes to NATS never loads it.
  */
-import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import type { JetStreamClient, JetStreamManager, NatsConnection } from 'nats';
 import type { EventEnvelope } from '../envelope.js';
 import type { Publisher } from './types.js';
 
@@ -44,6 +46,7 @@ export function createNatsPublisher({
   let ready: Promise<Conn> | null = null;
 
   async function open(): Promise<Conn> {
+    const { connect } = await import('nats');
     // Reconnect forever: during an outage publish() rejects on its PubAck timeout and the caller retries.
     const nc = await connect({ servers: serverList, name: 'tenantbase-events', maxReconnectAttempts: -1 });
     try {
