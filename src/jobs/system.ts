@@ -13,6 +13,11 @@
  * Streams, Kafka); with the log publisher (no broker) the relay hands events to
  * it directly. Relays wake on the in-process write hint, on PostgreSQL's
  * `outbox` notification, and otherwise poll.
+ *
+ * Optional clients are loaded only when this process uses them: BullMQ when a
+ * role needs the queue (REDIS_URL, not embedded), the AWS SDK when the system
+ * needs its own S3 store; the Kafka and NATS clients when the publisher or
+ * subscription first connects (src/events/publishers, src/events/subscribers.ts).
  */
 import type { FastifyInstance } from 'fastify';
 import { createEventConsumer, createLocalPublisher, combinePublishers, type EventConsumer, type EventHandler } from '../events/consumer.js';
@@ -22,10 +27,11 @@ import { createPublisher, selectPublisherKind, type Publisher } from '../events/
 import { createEventRelay, type OutboxRelay } from '../events/relay.js';
 import { createOutboxSources, type OutboxSources } from '../events/sources.js';
 import { subscribeKafka, subscribeNats, subscribeRedisStream, type Subscription } from '../events/subscribers.js';
-import { createBlobStore, type BlobStore } from '../storage/index.js';
+import { createBlobStore, createLocalStore, type BlobStore } from '../storage/index.js';
 import { createWebhookDispatcher, type WebhookDispatcher, type WebhookDispatcherOptions } from '../webhooks/dispatcher.js';
 import { fanOut } from '../webhooks/store.js';
-import { bullPrefix, createBullWorker, createJobQueue, createJobRelay, type JobQueue } from './bullmq.js';
+import type * as BullMQ from './bullmq.js';
+import type { JobQueue } from './bullmq.js';
 import { createEmbeddedRunner, type EmbeddedRunner } from './embedded.js';
 import { jobTuningFromEnv } from './options.js';
 import { createJobRegistry, type JobRegistry } from './registry.js';
@@ -99,15 +105,39 @@ export function createJobSystem(app: FastifyInstance): JobSystem {
   const log = app.log.child({ component: 'jobs' });
   let storageOverride: BlobStore | null = null;
   let ownStorage: BlobStore | null = null;
+  let ownStorageLoading: Promise<BlobStore> | null = null;
+  /** src/jobs/bullmq.ts, loaded by prepare() when a role uses the queue. */
+  let bull: typeof BullMQ | null = null;
+
+  function appStorage(): BlobStore | null {
+    if (!app.hasDecorator('storage')) return null;
+    return (app as unknown as { storage?: BlobStore }).storage ?? null;
+  }
 
   function storage(): BlobStore {
     if (storageOverride) return storageOverride;
-    if (app.hasDecorator('storage')) {
-      const s = (app as unknown as { storage?: BlobStore }).storage;
-      if (s) return s;
+    const s = appStorage();
+    if (s) return s;
+    if (!ownStorage) {
+      // An S3 store of its own is loaded by prepare() before anything runs; the local one needs no loading.
+      if (config.s3) throw new Error('jobs: the S3 blob store is not loaded yet (start() or drain() the job system first)');
+      ownStorage = createLocalStore({ root: config.uploadFolder });
     }
-    ownStorage ??= createBlobStore({ s3: config.s3, localRoot: config.uploadFolder });
     return ownStorage;
+  }
+
+  /** Loads what build(forRole) needs: BullMQ when the role uses the queue, an S3 store of its own when there is no other. */
+  async function prepare(forRole: JobRole | null, opts: JobSystemOptions): Promise<void> {
+    if ((opts.queueRedisUrl ?? config.redisUrl) && forRole !== 'embedded') bull ??= await import('./bullmq.js');
+    if (config.s3 && !opts.storage && !appStorage() && !ownStorage) {
+      ownStorageLoading ??= createBlobStore({ s3: config.s3, localRoot: config.uploadFolder });
+      ownStorage = await ownStorageLoading;
+    }
+  }
+
+  function loadedBull(): typeof BullMQ {
+    if (!bull) throw new Error('jobs: BullMQ is not loaded (prepare() was not called for this role)');
+    return bull;
   }
 
   const context: JobContext = {
@@ -171,8 +201,9 @@ export function createJobSystem(app: FastifyInstance): JobSystem {
     const eventRelay = createEventRelay({ sources, publisher, log, metrics: app.metrics, idleMs: pollMs });
 
     const useQueue = Boolean(redisUrl) && forRole !== 'embedded';
-    const queue = useQueue ? createJobQueue({ redisUrl: redisUrl as string, prefix: bullPrefix(config.redisPrefix), retry }) : null;
-    const jobRelay = queue ? createJobRelay({ sources, queue, log, idleMs: pollMs }) : null;
+    const bullmq = useQueue ? loadedBull() : null;
+    const queue = bullmq ? bullmq.createJobQueue({ redisUrl: redisUrl as string, prefix: bullmq.bullPrefix(config.redisPrefix), retry }) : null;
+    const jobRelay = bullmq && queue ? bullmq.createJobRelay({ sources, queue, log, idleMs: pollMs }) : null;
     const runner =
       forRole === 'embedded'
         ? createEmbeddedRunner({
@@ -188,13 +219,13 @@ export function createJobSystem(app: FastifyInstance): JobSystem {
           })
         : null;
     const worker =
-      forRole === 'worker' && queue
-        ? createBullWorker({
+      forRole === 'worker' && bullmq && queue
+        ? bullmq.createBullWorker({
             ctx: context,
             registry,
             sources,
             redisUrl: redisUrl as string,
-            prefix: bullPrefix(config.redisPrefix),
+            prefix: bullmq.bullPrefix(config.redisPrefix),
             concurrency: options.concurrency ?? tuning.concurrency ?? 16,
             lockDurationMs: lockMs,
             stalledIntervalMs: options.stalledIntervalMs ?? Math.max(500, Math.floor(lockMs / 2)),
@@ -209,6 +240,15 @@ export function createJobSystem(app: FastifyInstance): JobSystem {
   /** Parts used on demand when nothing was started: the embedded runner without Redis, the relays with it. */
   function idleRole(): JobRole | null {
     return config.redisUrl ? null : 'embedded';
+  }
+
+  async function idleParts(): Promise<Parts> {
+    if (!parts) {
+      const r = idleRole();
+      await prepare(r, options);
+      parts ??= build(r);
+    }
+    return parts;
   }
 
   async function subscribe(): Promise<Subscription | null> {
@@ -264,12 +304,13 @@ export function createJobSystem(app: FastifyInstance): JobSystem {
     },
 
     async start(r, opts = {}) {
+      const effective: JobRole = r === 'worker' && !(opts.queueRedisUrl ?? config.redisUrl) ? 'embedded' : r;
+      await prepare(effective, opts);
       if (parts) await system.stop();
       options = opts;
       storageOverride = opts.storage ?? null;
       consumerHandlers = opts.consumerHandlers;
       consumer = makeConsumer();
-      const effective: JobRole = r === 'worker' && !(opts.queueRedisUrl ?? config.redisUrl) ? 'embedded' : r;
       const p = build(effective);
       parts = p;
       role = effective;
@@ -314,18 +355,18 @@ export function createJobSystem(app: FastifyInstance): JobSystem {
       await system.stop();
       await ownStorage?.close?.().catch(() => undefined);
       ownStorage = null;
+      ownStorageLoading = null;
     },
 
     async relayOnce() {
-      parts ??= build(idleRole());
-      const jobs = (await parts.jobRelay?.runOnce()) ?? 0;
-      const events = await parts.eventRelay.runOnce();
+      const p = await idleParts();
+      const jobs = (await p.jobRelay?.runOnce()) ?? 0;
+      const events = await p.eventRelay.runOnce();
       return { jobs, events };
     },
 
     async drain(opts = {}) {
-      parts ??= build(idleRole());
-      const p = parts;
+      const p = await idleParts();
       const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
       let total = 0;
       for (;;) {

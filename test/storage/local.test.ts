@@ -46,8 +46,8 @@ describe('fileKey', () => {
 });
 
 describe('local blob store', () => {
-  it('is chosen by createBlobStore without s3 options', () => {
-    expect(createBlobStore({ localRoot: root, s3: null }).kind).toBe('local');
+  it('is chosen by createBlobStore without s3 options', async () => {
+    expect((await createBlobStore({ localRoot: root, s3: null })).kind).toBe('local');
   });
 
   it('stages and commits with the right size and digests', async () => {

@@ -53,7 +53,7 @@ async function put(bytes: Buffer): Promise<string> {
 
 describe('S3 blob store (s3rver)', () => {
   it('is chosen by createBlobStore when s3 options are given', async () => {
-    const chosen = createBlobStore({ s3: options, localRoot: '/nonexistent' });
+    const chosen = await createBlobStore({ s3: options, localRoot: '/nonexistent' });
     expect(chosen.kind).toBe('s3');
     await chosen.ping();
     await chosen.close?.();
