@@ -3,6 +3,7 @@
  * the security headers computed once are exactly @fastify/helmet's, and the
  * access-token key imported once signs and verifies like the raw secret did.
  */
+import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import Fastify from 'fastify';
 import helmet from '@fastify/helmet';
@@ -80,7 +81,48 @@ describe('access-token key imported once', () => {
     expect(await verifyAccessToken(key, tampered)).toBe('invalid');
 
     const expired = await new SignJWT({ sid: 's', typ: 'access' }).setProtectedHeader({ alg: 'HS256' })
-      .setSubject('u').setJti('j').setIssuer('tenantbase').setIssuedAt(1_000).setExpirationTime(1_060).sign(key);
+      .setSubject('u').setJti('j').setIssuer('tenantbase').setIssuedAt(1_000).setExpirationTime(1_060).sign(secretKey(SECRET));
     expect(await verifyAccessToken(key, expired)).toBe('expired');
+  });
+
+  it('accepts a token signed by a standard JWT library and refuses every malformed variant of it', async () => {
+    const key = await hmacKey(SECRET);
+    const raw = secretKey(SECRET);
+    const build = (claims: Record<string, unknown>, header: Record<string, unknown> = { alg: 'HS256' }) =>
+      new SignJWT({
+        sid: 's', typ: 'access', sub: 'u', jti: 'j', iss: 'tenantbase',
+        iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 60, ...claims,
+      }).setProtectedHeader(header as { alg: string }).sign(raw);
+    const ok = await build({});
+    expect(await verifyAccessToken(key, ok)).toMatchObject({ sub: 'u', sid: 's', jti: 'j' });
+
+    expect(await verifyAccessToken(key, await build({ typ: 'refresh' }))).toBe('invalid');
+    expect(await verifyAccessToken(key, await build({ iss: 'someone-else' }))).toBe('invalid');
+    expect(await verifyAccessToken(key, await build({ sid: 42 }))).toBe('invalid');
+    expect(await verifyAccessToken(key, await build({ nbf: Math.floor(Date.now() / 1000) + 600 }))).toBe('invalid');
+    const handMade = (header: object, claims: object) => {
+      const input = `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+      return `${input}.${crypto.createHmac('sha256', raw).update(input).digest('base64url')}`;
+    };
+    const claims = { sid: 's', typ: 'access', sub: 'u', jti: 'j', iss: 'tenantbase', exp: Math.floor(Date.now() / 1000) + 60 };
+    expect(await verifyAccessToken(key, handMade({ alg: 'HS256' }, claims))).toMatchObject({ sub: 'u' });
+    expect(await verifyAccessToken(key, handMade({ alg: 'HS256', crit: ['x'], x: 1 }, claims))).toBe('invalid');
+    expect(await verifyAccessToken(key, handMade({ alg: 'none' }, claims))).toBe('invalid');
+    expect(await verifyAccessToken(key, handMade({ alg: 'HS256' }, { ...claims, exp: 'tomorrow' }))).toBe('invalid');
+    expect(await verifyAccessToken(key, await build({}, { alg: 'HS256', typ: 'at+jwt' }))).toBe('invalid');
+
+    const [h, p, s] = ok.split('.');
+    for (const bad of [
+      '', 'a.b', `${h}.${p}`, `${h}.${p}.`, `${h}.${p}.${s}.x`, `${h}.${p}.${s}=`, ` ${ok}`, `${ok} `,
+      `${h}.${p}.${s.slice(0, -1)}`, `${h}.${p}.${Buffer.from('x'.repeat(32)).toString('base64url')}`,
+      `${h}.${p}.${s.slice(0, -1)}${s.endsWith('A') ? 'B' : 'A'}`,
+      // A valid MAC over a payload that is not a JSON object.
+      (() => {
+        const body = Buffer.from('[1,2]').toString('base64url');
+        return `${h}.${body}.${crypto.createHmac('sha256', raw).update(`${h}.${body}`).digest('base64url')}`;
+      })(),
+    ]) {
+      expect(await verifyAccessToken(key, bad), JSON.stringify(bad)).toBe('invalid');
+    }
   });
 });
