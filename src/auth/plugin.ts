@@ -7,7 +7,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { errors } from '../http/errors.js';
-import { csrfMatches, resolveBearer, resolveCookie, type AuthDeps, type AuthUser } from './service.js';
+import { csrfMatches, resolveBearer, resolveCookie, type AuthDeps, type AuthUser, type TenantLookup } from './service.js';
 import { dbDenylist, redisDenylist } from './revocation.js';
 import { memoryRateLimiter, redisRateLimiter } from './rate-limit.js';
 import { hmacKey } from './tokens.js';
@@ -20,10 +20,13 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Set by `authenticate`; only read it in route groups that add that hook. */
     user: AuthUser;
+    /** Set by `authenticate` on routes with a `:tid` parameter: the membership read with the session (for tenantContext). */
+    tenantLookup: TenantLookup | null;
   }
 }
 
 export const SESSION_COOKIE = 'session';
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 const failures = {
@@ -46,26 +49,32 @@ export const authPlugin = fp(
     };
     app.decorate('auth', deps);
     app.decorateRequest('user', null as unknown as AuthUser);
+    app.decorateRequest('tenantLookup', null);
 
     app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
+      // Routes under /api/tenants/:tid: read the membership in the same query as the session.
+      const tid = (request.params as { tid?: unknown } | undefined)?.tid;
+      const tenantId = typeof tid === 'string' && UUID_RE.test(tid) ? tid.toLowerCase() : undefined;
       const header = request.headers.authorization;
       if (header !== undefined) {
         const m = /^Bearer\s+([A-Za-z0-9._~+/=-]+)$/i.exec(header);
         if (!m) throw errors.unauthorized('The Authorization header must be "Bearer <token>"', 'invalid_token');
-        const res = await resolveBearer(deps, m[1]);
+        const res = await resolveBearer(deps, m[1], tenantId);
         if ('error' in res) throw failures[res.error]();
         request.user = res.user;
+        request.tenantLookup = res.tenantLookup ?? null;
         reply.log = request.log = request.log.child({ user_id: res.user.id });
         return;
       }
       const cookie = request.cookies?.[SESSION_COOKIE];
       if (!cookie) throw errors.unauthorized();
-      const res = await resolveCookie(deps, cookie);
+      const res = await resolveCookie(deps, cookie, tenantId);
       if ('error' in res) throw failures[res.error]();
       if (UNSAFE.has(request.method) && !csrfMatches(res.user, request.headers['x-csrf-token'] as string | undefined)) {
         throw errors.forbidden('A valid X-CSRF-Token header is required for cookie-authenticated requests', 'csrf_failed');
       }
       request.user = res.user;
+      request.tenantLookup = res.tenantLookup ?? null;
       reply.log = request.log = request.log.child({ user_id: res.user.id });
     });
   },

@@ -5,7 +5,7 @@
 import crypto from 'node:crypto';
 import type pg from 'pg';
 import { sql, type CompiledQuery, type InferResult, type Kysely } from 'kysely';
-import type { ControlSchema, User } from '../db/schema.js';
+import type { ControlSchema, Isolation, Role, User } from '../db/schema.js';
 import type { Config } from '../config.js';
 import { errors } from '../http/errors.js';
 import { hashPassword, verifyPassword } from './passwords.js';
@@ -207,51 +207,108 @@ export async function logout(deps: AuthDeps, user: AuthUser): Promise<void> {
   if (user.jti && user.tokenExp) await deps.denylist.revoke(user.jti, user.tokenExp);
 }
 
-type Resolved = { user: AuthUser } | { error: 'invalid' | 'expired' | 'revoked' | 'disabled' };
+/**
+ * The caller's membership in the tenant named by the route (`:tid`), read in
+ * the same query as the session when the route has one (src/tenants/context.ts
+ * uses it instead of a query of its own). `tenant` is null when the user is
+ * not a member (or the tenant does not exist).
+ */
+export interface TenantLookup {
+  tenantId: string;
+  tenant: MemberTenant | null;
+}
+
+export interface MemberTenant {
+  id: string;
+  name: string;
+  isolation: Isolation;
+  db_server: string | null;
+  db_name: string | null;
+  storage_quota_mb: number;
+  is_active: boolean;
+  role: Role;
+}
+
+type Resolved = { user: AuthUser; tenantLookup?: TenantLookup } | { error: 'invalid' | 'expired' | 'revoked' | 'disabled' };
 
 const sessionUserQuery = (db: Kysely<ControlSchema>) =>
   db.selectFrom('sessions as s')
     .innerJoin('users as u', 'u.id', 's.user_id')
     .select(['s.id as session_id', 's.csrf_token', 's.revoked_at', 's.expires_at', 'u.id', 'u.email', 'u.is_active']);
 
+const TENANT_PLACEHOLDER = '00000000-0000-0000-0000-000000000000';
+
+/** The same, with the user's membership in tenant `$1` and that tenant (null columns when not a member). */
+const sessionUserTenantQuery = (db: Kysely<ControlSchema>) =>
+  sessionUserQuery(db)
+    .leftJoin('memberships as m', (j) => j.onRef('m.user_id', '=', 'u.id').on('m.tenant_id', '=', TENANT_PLACEHOLDER))
+    .leftJoin('tenants as t', 't.id', 'm.tenant_id')
+    .select([
+      't.id as t_id', 't.name as t_name', 't.isolation as t_isolation', 't.db_server as t_db_server', 't.db_name as t_db_name',
+      't.storage_quota_mb as t_storage_quota_mb', 't.is_active as t_is_active', 'm.role as t_role',
+    ]);
+
 type SessionUserRow = InferResult<ReturnType<typeof sessionUserQuery>>[number];
+type SessionUserTenantRow = InferResult<ReturnType<typeof sessionUserTenantQuery>>[number];
 type SessionLookup = 'id' | 'token_hash';
+type LookupName = SessionLookup | `${SessionLookup}+tenant`;
 
 /**
- * The per-request session+user lookup (every authenticated request runs it),
+ * The per-request session+user lookups (every authenticated request runs one),
  * built and compiled by Kysely once per database handle, then run with the
- * request's value as its one parameter. On PostgreSQL it runs on the pg pool
- * as a named prepared statement: each connection parses and plans it once.
+ * request's values as parameters. On PostgreSQL they run on the pg pool as
+ * named prepared statements: each connection parses and plans them once.
  * Measured in bench/http.ts (scenario `auth`): Kysely building+compiling cost
  * ~19 µs of Node CPU per request, parsing+planning ~80 µs of PostgreSQL CPU.
+ * Routes under /api/tenants/:tid use the `+tenant` variants, which also read
+ * the membership: one round trip where the session and the membership took two.
  * (Behind PgBouncer in transaction mode this needs PgBouncer >= 1.21 with
  * max_prepared_statements set, like any named prepared statement.)
  */
-const compiledLookups = new WeakMap<Kysely<ControlSchema>, Record<SessionLookup, CompiledQuery<SessionUserRow>>>();
+const compiledLookups = new WeakMap<Kysely<ControlSchema>, Record<LookupName, CompiledQuery<unknown>>>();
 
-function compiledLookup(db: Kysely<ControlSchema>, by: SessionLookup): CompiledQuery<SessionUserRow> {
+function compiledLookup(db: Kysely<ControlSchema>, name: LookupName): CompiledQuery<unknown> {
   let queries = compiledLookups.get(db);
   if (!queries) {
+    const session = '00000000-0000-0000-0000-000000000001';
     queries = {
-      id: sessionUserQuery(db).where('s.id', '=', '00000000-0000-0000-0000-000000000000').compile(),
-      token_hash: sessionUserQuery(db).where('s.token_hash', '=', '').compile(),
+      id: sessionUserQuery(db).where('s.id', '=', session).compile(),
+      token_hash: sessionUserQuery(db).where('s.token_hash', '=', session).compile(),
+      'id+tenant': sessionUserTenantQuery(db).where('s.id', '=', session).compile(),
+      'token_hash+tenant': sessionUserTenantQuery(db).where('s.token_hash', '=', session).compile(),
     };
-    for (const q of Object.values(queries)) {
-      if (q.parameters.length !== 1) throw new Error('the session lookup must have exactly one parameter');
+    // runLookup passes [session] or [tenant, session]: check the compiled order is exactly that.
+    for (const [n, q] of Object.entries(queries)) {
+      const expected = n.endsWith('+tenant') ? [TENANT_PLACEHOLDER, session] : [session];
+      if (JSON.stringify(q.parameters) !== JSON.stringify(expected)) throw new Error(`the session lookup ${n} compiled its parameters in another order`);
     }
     compiledLookups.set(db, queries);
   }
-  return queries[by];
+  return queries[name];
 }
 
-async function findSessionUser(deps: AuthDeps, by: SessionLookup, value: string): Promise<SessionUserRow | undefined> {
-  const q = compiledLookup(deps.db, by);
+async function runLookup<R>(deps: AuthDeps, name: LookupName, values: string[]): Promise<R | undefined> {
+  const q = compiledLookup(deps.db, name);
   if (deps.pool) {
-    const { rows } = await deps.pool.query<SessionUserRow>({ name: `tb_auth_session_by_${by}`, text: q.sql, values: [value] });
-    return rows[0];
+    const { rows } = await deps.pool.query({ name: `tb_auth_session_by_${name.replace('+', '_with_')}`, text: q.sql, values });
+    return rows[0] as R | undefined;
   }
-  const { rows } = await deps.db.executeQuery<SessionUserRow>({ ...q, parameters: [value] });
-  return rows[0];
+  const { rows } = await deps.db.executeQuery({ ...q, parameters: values });
+  return rows[0] as R | undefined;
+}
+
+/** The session (by id or by cookie-token hash) with its user, and the membership in `tenantId` when given. */
+async function findSessionUser(deps: AuthDeps, by: SessionLookup, value: string, tenantId?: string) {
+  if (tenantId === undefined) return { row: await runLookup<SessionUserRow>(deps, by, [value]) };
+  const row = await runLookup<SessionUserTenantRow>(deps, `${by}+tenant`, [tenantId, value]);
+  let tenant: MemberTenant | null = null;
+  if (row?.t_id && row.t_role && row.t_name !== null && row.t_isolation !== null && row.t_storage_quota_mb !== null && row.t_is_active !== null) {
+    tenant = {
+      id: row.t_id, name: row.t_name, isolation: row.t_isolation, db_server: row.t_db_server, db_name: row.t_db_name,
+      storage_quota_mb: row.t_storage_quota_mb, is_active: row.t_is_active, role: row.t_role,
+    };
+  }
+  return { row, tenantLookup: { tenantId, tenant } satisfies TenantLookup };
 }
 
 function checkSession(row: { revoked_at: Date | null; expires_at: Date; is_active: boolean } | undefined) {
@@ -262,7 +319,8 @@ function checkSession(row: { revoked_at: Date | null; expires_at: Date; is_activ
 
 /**
  * Who a bearer token is: its signature and expiry, then its session and user
- * in one query. The session row is what revocation turns on: logout and a
+ * in one query (with the membership in `tenantId`, when the route names a
+ * tenant). The session row is what revocation turns on: logout and a
  * reused refresh token revoke the session in the shared database before
  * anything else, and a deactivated user fails `is_active`, so every process
  * refuses the token at once. The denylist entry logout also writes (the
@@ -270,22 +328,23 @@ function checkSession(row: { revoked_at: Date | null; expires_at: Date; is_activ
  * deny a token whose session is already revoked, and it cost a Redis round
  * trip on every request (bench/http.ts, scenario `auth`).
  */
-export async function resolveBearer(deps: AuthDeps, token: string): Promise<Resolved> {
+export async function resolveBearer(deps: AuthDeps, token: string, tenantId?: string): Promise<Resolved> {
   const claims = await verifyAccessToken(deps.key, token);
   if (typeof claims === 'string') return { error: claims };
-  const row = await findSessionUser(deps, 'id', claims.sid);
+  const { row, tenantLookup } = await findSessionUser(deps, 'id', claims.sid, tenantId);
   const bad = checkSession(row);
   if (bad || !row || row.id !== claims.sub) return { error: bad ?? 'invalid' };
   return {
     user: { id: row.id, email: row.email, sessionId: row.session_id, method: 'bearer', jti: claims.jti, tokenExp: claims.exp, csrfToken: row.csrf_token },
+    tenantLookup,
   };
 }
 
-export async function resolveCookie(deps: AuthDeps, cookieToken: string): Promise<Resolved> {
-  const row = await findSessionUser(deps, 'token_hash', sha256(cookieToken));
+export async function resolveCookie(deps: AuthDeps, cookieToken: string, tenantId?: string): Promise<Resolved> {
+  const { row, tenantLookup } = await findSessionUser(deps, 'token_hash', sha256(cookieToken), tenantId);
   const bad = checkSession(row);
   if (bad || !row) return { error: bad ?? 'invalid' };
-  return { user: { id: row.id, email: row.email, sessionId: row.session_id, method: 'cookie', csrfToken: row.csrf_token } };
+  return { user: { id: row.id, email: row.email, sessionId: row.session_id, method: 'cookie', csrfToken: row.csrf_token }, tenantLookup };
 }
 
 export function csrfMatches(user: AuthUser, header: string | undefined): boolean {

@@ -57,6 +57,15 @@ export function requireRole(min: Role) {
   };
 }
 
+/** A membership row as the request's tenant: none is 404, a soft-deleted tenant 404 `tenant_inactive` unless allowed. */
+function checkTenant(row: TenantContext | null, opts: { allowInactive?: boolean }): TenantContext {
+  if (!row) throw errors.notFound('Organization not found', 'tenant_not_found');
+  if (!row.is_active && !opts.allowInactive) {
+    throw errors.notFound('This organization has been deactivated', 'tenant_inactive');
+  }
+  return row;
+}
+
 export const tenantContextPlugin = fp(
   async (app: FastifyInstance) => {
     app.decorateRequest('tenant', null as unknown as TenantContext);
@@ -78,17 +87,17 @@ export const tenantContextPlugin = fp(
         .select(['t.id', 't.name', 't.isolation', 't.db_server', 't.db_name', 't.storage_quota_mb', 't.is_active', 'm.role'])
         .where('t.id', '=', tenantId)
         .executeTakeFirst();
-      if (!row) throw notFound();
-      if (!row.is_active && !opts.allowInactive) {
-        throw errors.notFound('This organization has been deactivated', 'tenant_inactive');
-      }
-      return row;
+      return checkTenant(row ?? null, opts);
     });
 
     const hook = (allowInactive: boolean) => async (request: FastifyRequest, reply: FastifyReply) => {
       const tid = (request.params as { tid?: string }).tid;
       if (!tid) throw new Error('tenantContext used on a route without a :tid parameter');
-      request.tenant = await app.resolveTenant(request.user.id, tid, { allowInactive });
+      // `authenticate` read the membership with the session when the route names a tenant.
+      const looked = request.tenantLookup;
+      request.tenant = looked && looked.tenantId === tid.toLowerCase()
+        ? checkTenant(looked.tenant, { allowInactive })
+        : await app.resolveTenant(request.user.id, tid, { allowInactive });
       reply.log = request.log = request.log.child({ tenant_id: request.tenant.id });
     };
     app.decorate('tenantContext', hook(false));
