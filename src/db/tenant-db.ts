@@ -8,7 +8,7 @@
 import { sql, type Compilable, type CompiledQuery, type Kysely, type Transaction } from 'kysely';
 import type { Isolation, TenantSchema } from './schema.js';
 import { APP_ROLE } from './rls.js';
-import { inlineParameters, NotInlinable, quoteLiteral } from './inline.js';
+import { PipelineError, runPipeline, type PipelineClient } from './pipeline.js';
 
 export interface TenantRef {
   id: string;
@@ -19,9 +19,9 @@ export interface TenantRef {
 
 export type TenantTx = Transaction<TenantSchema>;
 
-/** The pg-Pool shape (pg.Pool, or a dedicated database's pool) that `read` sends its one message through. */
+/** The pg-Pool shape (pg.Pool, or a dedicated database's pool) that `read` pipelines through. */
 export interface RawPool {
-  connect(): Promise<{ query(text: string): Promise<unknown>; release(destroy?: boolean | Error): void }>;
+  connect(): Promise<PipelineClient & { release(destroy?: boolean | Error): void }>;
 }
 
 /** Gives the database that holds a dedicated tenant's data. */
@@ -43,11 +43,10 @@ export interface TenantDatabases {
   withTenant<T>(tenant: TenantRef, fn: (trx: TenantTx) => Promise<T>): Promise<T>;
   /**
    * Run read-only queries under the same row-level security as `withTenant`,
-   * in one round trip on PostgreSQL: the scoping statement and the queries go
-   * as one simple-protocol message, which PostgreSQL runs as one transaction
-   * (so the `set_config(..., true)` settings end with it), with the queries'
-   * parameters rendered as literals (src/db/inline.ts). Elsewhere (PGlite,
-   * or a query that cannot be inlined) it is `withTenant` running them in turn.
+   * in one round trip on PostgreSQL: the scoping statement and the queries are
+   * pipelined as prepared statements before one Sync, which PostgreSQL runs as
+   * one transaction (so the `set_config(..., true)` settings end with it); see
+   * src/db/pipeline.ts. On PGlite it is `withTenant` running them in turn.
    * Returns each query's rows, in order.
    */
   read<const Q extends readonly Compilable<any>[]>(
@@ -58,23 +57,8 @@ export interface TenantDatabases {
   close(): Promise<void>;
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** The statement that scopes a transaction to a tenant (the same one `withTenant` runs, as literals). */
-function scopeStatement(tenantId: string): string {
-  if (!UUID_RE.test(tenantId)) throw new Error('tenant id is not a UUID');
-  return `SELECT set_config('app.tenant_id', ${quoteLiteral(tenantId)}, true), set_config('role', ${quoteLiteral(APP_ROLE)}, true)`;
-}
-
-/** One message: scope, then each query. Null when a query cannot be rendered safely. */
-function readMessage(tenantId: string, queries: CompiledQuery[]): string | null {
-  try {
-    return [scopeStatement(tenantId), ...queries.map((q) => inlineParameters(q.sql, q.parameters))].join(';\n');
-  } catch (err) {
-    if (err instanceof NotInlinable) return null;
-    throw err;
-  }
-}
+/** The statement that scopes a transaction to a tenant (as `withTenant` runs it). */
+const SCOPE = `SELECT set_config('app.tenant_id', $1, true), set_config('role', $2, true)`;
 
 /**
  * @param main the main database (shared tenants)
@@ -109,27 +93,28 @@ export function createTenantDatabases(main: Kysely<any>, mainPool?: RawPool): Te
     async read(tenant, build) {
       const compiled = build(dbFor(tenant)).map((q) => q.compile());
       if (compiled.length === 0) return [] as never;
+      const inTransaction = () => withTenant(tenant, async (trx) => {
+        const out: unknown[][] = [];
+        for (const q of compiled) out.push((await trx.executeQuery(q)).rows as unknown[]);
+        return out;
+      }) as never;
       const pool = poolFor(tenant);
-      const message = pool ? readMessage(tenant.id, compiled) : null;
-      if (!pool || message === null) {
-        return withTenant(tenant, async (trx) => {
-          const out: unknown[][] = [];
-          for (const q of compiled) out.push((await trx.executeQuery(q)).rows as unknown[]);
-          return out;
-        }) as never;
-      }
+      if (!pool) return inTransaction();
       const client = await pool.connect();
-      let broken: Error | undefined;
       try {
-        const results = (await client.query(message)) as Array<{ rows: unknown[] }>;
-        // results[0] is the scoping statement; one result per query follows.
-        return results.slice(1).map((r) => r.rows) as never;
+        const [, ...rows] = await runPipeline(client, [
+          { text: SCOPE, values: [tenant.id, APP_ROLE] },
+          ...compiled.map((q) => ({ text: q.sql, values: q.parameters })),
+        ]);
+        client.release();
+        return rows as never;
       } catch (err) {
-        // A statement error ends the implicit transaction cleanly; anything else may leave the connection unusable.
-        if (!(err as { code?: string }).code) broken = err as Error;
-        throw err;
-      } finally {
-        client.release(broken);
+        // The connection's prepared statements are unknown after a failed pipeline: discard it.
+        client.release(err instanceof Error ? err : true);
+        // A statement prepared before a migration changed its table (0A000 "cached plan must not
+        // change result type"): the next connection prepares it afresh, so try once more the plain way.
+        if (err instanceof PipelineError && err.code === '0A000') return inTransaction();
+        throw err instanceof PipelineError ? err.cause : err;
       }
     },
     setDedicatedResolver(resolver) {
