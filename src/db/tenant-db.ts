@@ -5,7 +5,7 @@
  * work runs in one transaction with `app.tenant_id` set and the non-owner
  * APP_ROLE active, so row-level security filters every row.
  */
-import { sql, type Compilable, type CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import { sql, type Compilable, type Kysely, type Transaction } from 'kysely';
 import type { Isolation, TenantSchema } from './schema.js';
 import { APP_ROLE } from './rls.js';
 import { PipelineError, runPipeline, type PipelineClient } from './pipeline.js';
