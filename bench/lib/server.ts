@@ -1,9 +1,14 @@
 /**
- * The API server as a child process for benchmarks: `node --import tsx src/server.ts`
- * (the child's pid is the node process itself, so /proc/<pid>/status is its memory),
- * on a port picked here (production logs at warn do not print the listening line).
+ * The API server as a child process for benchmarks: what `npm start` runs,
+ * `node dist/src/server.js`, built once per benchmark run from the current
+ * sources (`tsc -p tsconfig.build.json`), so neither the tsx loader's thread
+ * nor on-the-fly compilation is measured. The child's pid is the node process
+ * itself, so /proc/<pid>/status is its memory. The port is picked here
+ * (production logs at warn do not print the listening line).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import fs from 'node:fs';
 import net from 'node:net';
 
@@ -30,10 +35,25 @@ export async function freePort(): Promise<number> {
   });
 }
 
+let built: Promise<void> | null = null;
+
+/** Compile src/ to dist/ once per process (the build `npm start` runs). */
+export function buildServer(): Promise<void> {
+  built ??= (async () => {
+    const started = Date.now();
+    console.log('[bench] building dist/ (tsc -p tsconfig.build.json), the code `npm start` runs');
+    const tsc = path.join('node_modules', 'typescript', 'bin', 'tsc');
+    await promisify(execFile)(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { maxBuffer: 10 * 1024 * 1024 });
+    console.log(`[bench] built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  })();
+  return built;
+}
+
 export async function startServer(opts: { env: Record<string, string>; nodeArgs?: string[]; startTimeoutMs?: number }): Promise<BenchServer> {
+  await buildServer();
   const port = await freePort();
   const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', ...opts.env, PORT: String(port) };
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', 'src/server.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), 'dist/src/server.js'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const collect = (d: Buffer) => {
     out += d.toString();

@@ -7,6 +7,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { errors } from '../http/errors.js';
+import { bindLog } from '../http/log.js';
 import { csrfMatches, resolveBearer, resolveCookie, type AuthDeps, type AuthUser, type TenantLookup } from './service.js';
 import { dbDenylist, redisDenylist } from './revocation.js';
 import { memoryRateLimiter, redisRateLimiter } from './rate-limit.js';
@@ -51,7 +52,7 @@ export const authPlugin = fp(
     app.decorateRequest('user', null as unknown as AuthUser);
     app.decorateRequest('tenantLookup', null);
 
-    app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
+    app.decorate('authenticate', async (request: FastifyRequest, _reply: FastifyReply) => {
       // Routes under /api/tenants/:tid: read the membership in the same query as the session.
       const tid = (request.params as { tid?: unknown } | undefined)?.tid;
       const tenantId = typeof tid === 'string' && UUID_RE.test(tid) ? tid.toLowerCase() : undefined;
@@ -63,7 +64,7 @@ export const authPlugin = fp(
         if ('error' in res) throw failures[res.error]();
         request.user = res.user;
         request.tenantLookup = res.tenantLookup ?? null;
-        reply.log = request.log = request.log.child({ user_id: res.user.id });
+        bindLog(request, { user_id: res.user.id });
         return;
       }
       const cookie = request.cookies?.[SESSION_COOKIE];
@@ -75,7 +76,7 @@ export const authPlugin = fp(
       }
       request.user = res.user;
       request.tenantLookup = res.tenantLookup ?? null;
-      reply.log = request.log = request.log.child({ user_id: res.user.id });
+      bindLog(request, { user_id: res.user.id });
     });
   },
   { name: 'auth', dependencies: ['core'] },

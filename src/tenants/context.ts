@@ -12,6 +12,7 @@ import type { Compilable, Kysely } from 'kysely';
 import type { Isolation, Role, TenantSchema } from '../db/schema.js';
 import type { ReadResult, TenantTx } from '../db/tenant-db.js';
 import { errors } from '../http/errors.js';
+import { bindLog } from '../http/log.js';
 
 export interface TenantContext {
   id: string;
@@ -90,7 +91,7 @@ export const tenantContextPlugin = fp(
       return checkTenant(row ?? null, opts);
     });
 
-    const hook = (allowInactive: boolean) => async (request: FastifyRequest, reply: FastifyReply) => {
+    const hook = (allowInactive: boolean) => async (request: FastifyRequest, _reply: FastifyReply) => {
       const tid = (request.params as { tid?: string }).tid;
       if (!tid) throw new Error('tenantContext used on a route without a :tid parameter');
       // `authenticate` read the membership with the session when the route names a tenant.
@@ -98,7 +99,7 @@ export const tenantContextPlugin = fp(
       request.tenant = looked && looked.tenantId === tid.toLowerCase()
         ? checkTenant(looked.tenant, { allowInactive })
         : await app.resolveTenant(request.user.id, tid, { allowInactive });
-      reply.log = request.log = request.log.child({ tenant_id: request.tenant.id });
+      bindLog(request, { tenant_id: request.tenant.id });
     };
     app.decorate('tenantContext', hook(false));
     app.decorate('tenantContextAllowInactive', hook(true));

@@ -41,4 +41,24 @@ describe('structured logs', () => {
     expect(all).not.toContain(s.cookie);
     expect(all).not.toContain(s.password);
   });
+
+  it('adds the tenant id on tenant routes, and neither id leaks into the next request\'s lines', async () => {
+    const s = await signUp(app, { organization_name: 'Logged Org' });
+    const tid = s.organizationId!;
+    await app.inject({ method: 'GET', url: `/api/tenants/${tid}/documents`, headers: { ...s.auth, 'x-request-id': 'req-log-2' } });
+    await app.inject({ method: 'GET', url: '/health', headers: { 'x-request-id': 'req-log-3' } });
+    const completed = lines.find((l) => l.reqId === 'req-log-2' && l.msg === 'request completed');
+    expect(completed).toMatchObject({ user_id: s.userId, tenant_id: tid, res: { statusCode: 200 } });
+    const next = lines.filter((l) => l.reqId === 'req-log-3');
+    expect(next.length).toBeGreaterThanOrEqual(1);
+    for (const l of next) {
+      expect(l.user_id).toBeUndefined();
+      expect(l.tenant_id).toBeUndefined();
+    }
+    // The server's own logger never gets request fields.
+    app.log.info('after requests');
+    const own = lines.find((l) => l.msg === 'after requests');
+    expect(own.user_id).toBeUndefined();
+    expect(own.tenant_id).toBeUndefined();
+  });
 });
