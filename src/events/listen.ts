@@ -1,6 +1,8 @@
 /**
- * LISTEN on the `outbox` channel (notified on commit by the trigger of tenant
- * migration 0003) so relays wake as soon as rows are committed, in any process.
+ * LISTEN on the `outbox` channel of the main database so relays wake as soon as
+ * rows are committed, in any process: every process that writes outbox rows
+ * (in the main database or a dedicated tenant's) sends `NOTIFY outbox` there
+ * after committing them, at most one per short interval (src/events/wake.ts).
  * Reconnects with backoff; polling still covers any gap.
  */
 import pg from 'pg';

@@ -3,30 +3,45 @@
  * makes the change, so the change and its event/job commit (or not) together.
  * Delivery is the relay's job (src/events/relay.ts, src/jobs/).
  */
-import { EventEmitter } from 'node:events';
 import type { Kysely } from 'kysely';
 import type { TenantSchema } from '../db/schema.js';
 import { makeEvent, type EventEnvelope, type EventType } from './envelope.js';
+import { outboxWritten } from './wake.js';
+
+export { onOutboxWrite, outboxCommitted } from './wake.js';
 
 type Tx = Kysely<TenantSchema>;
 
 /**
- * In-process hint that outbox rows were just written (their transaction may not
- * have committed yet). Relays in this process poll sooner; on PGlite the poll
- * waits for the writing transaction and sees its rows. Across processes the
- * database's `outbox` notification does the same.
+ * Relays are woken by src/events/wake.ts: recordEvent/recordJob wake this
+ * process's relays right away and, shortly after, every process's (one throttled
+ * `NOTIFY outbox`). A caller that knows when its transaction committed can call
+ * `outboxCommitted()` then; polling covers the rest.
  */
-const writes = new EventEmitter();
-writes.setMaxListeners(0);
-
-export function onOutboxWrite(listener: (kind: 'event' | 'job') => void): () => void {
-  writes.on('write', listener);
-  return () => writes.off('write', listener);
+function hint(kind: 'event' | 'job'): void {
+  outboxWritten(kind);
 }
 
-function hint(kind: 'event' | 'job'): void {
-  // After the caller's current statement: never re-entrant into the writer.
-  setImmediate(() => writes.emit('write', kind));
+/** An outbox row to insert (e.g. in the same statement as the change: see src/documents/upload.ts). */
+export interface OutboxRow {
+  tenant_id: string | null;
+  kind: 'event' | 'job';
+  topic: string;
+  payload: string;
+}
+
+/** The outbox row of an event, and the event. */
+export function eventRow(
+  type: EventType,
+  p: { tenantId: string | null; userId: string | null; data?: Record<string, unknown> },
+): { row: OutboxRow; event: EventEnvelope } {
+  const event = makeEvent(type, p);
+  return { row: { tenant_id: p.tenantId, kind: 'event', topic: type, payload: JSON.stringify(event) }, event };
+}
+
+/** The outbox row of a job. */
+export function jobRow(job: JobRequest): OutboxRow {
+  return { tenant_id: job.tenantId, kind: 'job', topic: job.name, payload: JSON.stringify(job.payload) };
 }
 
 export async function recordEvent(
@@ -34,11 +49,8 @@ export async function recordEvent(
   type: EventType,
   p: { tenantId: string | null; userId: string | null; data?: Record<string, unknown> },
 ): Promise<EventEnvelope> {
-  const event = makeEvent(type, p);
-  await trx
-    .insertInto('outbox')
-    .values({ tenant_id: p.tenantId, kind: 'event', topic: type, payload: JSON.stringify(event) })
-    .execute();
+  const { row, event } = eventRow(type, p);
+  await trx.insertInto('outbox').values(row).execute();
   hint('event');
   return event;
 }
@@ -49,13 +61,10 @@ export async function recordEvents(
   items: Array<{ type: EventType; tenantId: string | null; userId: string | null; data?: Record<string, unknown> }>,
 ): Promise<EventEnvelope[]> {
   if (items.length === 0) return [];
-  const events = items.map((i) => makeEvent(i.type, i));
-  await trx
-    .insertInto('outbox')
-    .values(events.map((e) => ({ tenant_id: e.tenant_id, kind: 'event' as const, topic: e.event_type, payload: JSON.stringify(e) })))
-    .execute();
+  const made = items.map((i) => eventRow(i.type, i));
+  await trx.insertInto('outbox').values(made.map((m) => m.row)).execute();
   hint('event');
-  return events;
+  return made.map((m) => m.event);
 }
 
 export interface JobRequest {
@@ -65,9 +74,6 @@ export interface JobRequest {
 }
 
 export async function recordJob(trx: Tx, job: JobRequest): Promise<void> {
-  await trx
-    .insertInto('outbox')
-    .values({ tenant_id: job.tenantId, kind: 'job', topic: job.name, payload: JSON.stringify(job.payload) })
-    .execute();
+  await trx.insertInto('outbox').values(jobRow(job)).execute();
   hint('job');
 }
