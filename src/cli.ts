@@ -152,7 +152,7 @@ const COMMANDS: Command[] = [
   {
     name: 'files:gc',
     usage: 'files:gc [--dry-run]',
-    summary: 'Find and remove orphans left by crashes (bytes without rows, rows without bytes, unreferenced files) and recompute quotas',
+    summary: 'Find and remove orphans left by crashes (bytes without rows, rows without bytes, unreferenced files) and recompute quotas and document counts',
     options: { 'dry-run': { type: 'boolean' } },
     async run(ctx, values) {
       const config = await ctx.config();
@@ -169,7 +169,8 @@ const COMMANDS: Command[] = [
         const t = r.totals;
         ctx.io.out(
           `${dryRun ? 'Would remove' : 'Removed'}: ${t.unreferencedFiles} unreferenced files, ${t.filesWithoutBytes} rows without bytes, ` +
-            `${t.bytesWithoutRows} blobs without rows (${t.bytesFreed} bytes); ${t.quotaCorrections} quota corrections; ${t.errors} tenants failed`,
+            `${t.bytesWithoutRows} blobs without rows (${t.bytesFreed} bytes); ${t.quotaCorrections} quota corrections; ` +
+            `${t.documentCountCorrections} document count corrections; ${t.errors} tenants failed`,
         );
         return t.errors ? 1 : 0;
       } finally {

@@ -136,6 +136,13 @@ export interface DocumentsTable {
   processed_at: NullableTimestamp;
 }
 
+/** A tenant's document count, spread over a few slot rows (tenant/0005; kept by triggers on documents). */
+export interface DocumentCountsTable {
+  tenant_id: string;
+  slot: number;
+  n: ColumnType<number, number, number>;
+}
+
 export interface OutboxTable {
   id: Generated<number>;
   tenant_id: string | null;
@@ -153,6 +160,7 @@ export interface OutboxTable {
 export interface TenantSchema {
   files: FilesTable;
   documents: DocumentsTable;
+  document_counts: DocumentCountsTable;
   outbox: OutboxTable;
 }
 

@@ -2,7 +2,9 @@
  * `cli files:gc [--dry-run]`: reconcile stored bytes, file rows and documents
  * of every tenant, in both directions, and recompute each tenant's
  * `storage_used_bytes` from its files table (the counter lives in the control
- * database, a dedicated tenant's files in another, so only this can repair drift).
+ * database, a dedicated tenant's files in another, so only this can repair drift),
+ * and check each tenant's document counter (src/documents/counts.ts) against its
+ * documents, correcting it if it drifted.
  *
  *  - files no document references: row and bytes removed (`file.deleted`);
  *  - file rows whose bytes are missing: the row and its documents removed
@@ -25,6 +27,7 @@ import type { ControlSchema } from '../db/schema.js';
 import type { TenantDatabases, TenantRef } from '../db/tenant-db.js';
 import { recordEvent } from '../events/outbox.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { recountDocuments } from './counts.js';
 import { lockContent } from './queries.js';
 
 export interface FilesGcOptions {
@@ -44,6 +47,9 @@ export interface TenantGcReport {
   bytesWithoutRows: string[];
   storageUsedBefore: number | null;
   storageUsedAfter: number | null;
+  /** The tenant's document counter (tenant/0005 `document_counts`) before, and its document count after. */
+  documentCountBefore: number | null;
+  documentCountAfter: number | null;
   error?: string;
 }
 
@@ -58,6 +64,8 @@ export interface FilesGcReport {
     bytesWithoutRows: number;
     bytesFreed: number;
     quotaCorrections: number;
+    /** Tenants whose document counter differed from their documents (corrected unless a dry run). */
+    documentCountCorrections: number;
     errors: number;
   };
 }
@@ -76,7 +84,15 @@ export async function runFilesGc(opts: FilesGcOptions): Promise<FilesGcReport> {
     dryRun,
     tenants: [],
     unknownTenantBytes: [],
-    totals: { unreferencedFiles: 0, filesWithoutBytes: 0, bytesWithoutRows: 0, bytesFreed: 0, quotaCorrections: 0, errors: 0 },
+    totals: {
+      unreferencedFiles: 0,
+      filesWithoutBytes: 0,
+      bytesWithoutRows: 0,
+      bytesFreed: 0,
+      quotaCorrections: 0,
+      documentCountCorrections: 0,
+      errors: 0,
+    },
   };
 
   const tenants = new Map<string, TenantRow>();
@@ -138,7 +154,8 @@ export async function runFilesGc(opts: FilesGcOptions): Promise<FilesGcReport> {
     `files:gc${dryRun ? ' (dry run)' : ''}: ${report.tenants.length} tenants, ` +
       `${report.totals.unreferencedFiles} unreferenced files, ${report.totals.filesWithoutBytes} file rows without bytes, ` +
       `${report.totals.bytesWithoutRows} blobs without rows, ${report.totals.bytesFreed} bytes freed, ` +
-      `${report.totals.quotaCorrections} quota counters corrected, ${report.totals.errors} errors`,
+      `${report.totals.quotaCorrections} quota counters corrected, ` +
+      `${report.totals.documentCountCorrections} document counters corrected, ${report.totals.errors} errors`,
   );
   return report;
 }
@@ -160,6 +177,8 @@ async function reconcileTenant(
     bytesWithoutRows: [],
     storageUsedBefore: Number(tenant.storage_used_bytes),
     storageUsedAfter: null,
+    documentCountBefore: null,
+    documentCountAfter: null,
   };
   const verb = dryRun ? 'would remove' : 'removing';
   try {
@@ -175,6 +194,7 @@ async function reconcileTenant(
     );
     const byKey = new Map(rows.map((row) => [row.storage_key, row]));
     let wouldFree = 0; // dry run: sizes of the rows that would be removed
+    let wouldDelete = 0; // dry run: documents that would be removed
 
     // 1. Bytes without a row.
     for (const [key, size] of blobs) {
@@ -221,7 +241,10 @@ async function reconcileTenant(
             ? `${verb} file row without bytes ${file.id} (${file.storage_key}) and its ${docs.length} document(s)`
             : `${verb} unreferenced file ${file.id} (${file.size} bytes)`,
         );
-        if (dryRun) return missing ? 'missing' : 'unreferenced';
+        if (dryRun) {
+          if (missing) wouldDelete += docs.length;
+          return missing ? 'missing' : 'unreferenced';
+        }
         for (const doc of docs) {
           await trx.deleteFrom('documents').where('id', '=', doc.id).execute();
           await recordEvent(trx, 'document.deleted', {
@@ -264,6 +287,16 @@ async function reconcileTenant(
       log(`tenant ${tenant.id}: storage_used_bytes ${r.storageUsedBefore} -> ${r.storageUsedAfter}${dryRun ? ' (dry run)' : ''}`);
       report.totals.quotaCorrections += 1;
       if (!dryRun) await db.updateTable('tenants').set({ storage_used_bytes: r.storageUsedAfter }).where('id', '=', tenant.id).execute();
+    }
+
+    // 5. The document counter (kept by triggers in the documents' own transactions, so only a
+    // change that bypassed them can make it drift), compared with count(*) in one snapshot.
+    const counts = await tenantDbs.withTenant(tenant, (trx) => recountDocuments(trx, tenant.id, { dryRun }));
+    r.documentCountBefore = counts.before;
+    r.documentCountAfter = counts.after - wouldDelete;
+    if (counts.before !== counts.after) {
+      log(`tenant ${tenant.id}: document counter ${counts.before} -> ${counts.after}${dryRun ? ' (dry run)' : ''}`);
+      report.totals.documentCountCorrections += 1;
     }
   } catch (err) {
     // A tenant whose database cannot be reached is skipped: none of its bytes are touched.

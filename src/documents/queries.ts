@@ -1,11 +1,15 @@
 /**
  * Queries on a tenant's documents and files. Each takes the tenant transaction
  * (`withTenant`): row-level security scopes it, and the tenant id is filtered
- * in code too. Lists are one query for the page plus one for the count.
+ * in code too (the `...Query` builders take any Kysely: a transaction or the
+ * `read` of TenantDatabases). Lists are one query for the page plus one for the
+ * total (the tenant's document counter when unfiltered, an exact count when
+ * filtered).
  */
-import { sql, type Kysely } from 'kysely';
+import { sql, type Compilable, type Kysely } from 'kysely';
 import type { DocumentStatus, TenantSchema } from '../db/schema.js';
-import type { TenantTx } from '../db/tenant-db.js';
+import type { ReadResult, TenantTx } from '../db/tenant-db.js';
+import { documentCountQuery, readDocumentCount } from './counts.js';
 
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -26,6 +30,12 @@ export interface DocumentWithFile {
   sha256: string;
   storage_key: string;
 }
+
+/** The documents table's columns of DocumentWithFile (all but the file's). */
+export const DOCUMENT_COLUMNS = [
+  'id', 'tenant_id', 'file_id', 'filename', 'mime_type', 'size', 'status', 'error_message',
+  'user_id', 'uploaded_by_email', 'created_at', 'updated_at', 'processed_at',
+] as const;
 
 const DOC_COLUMNS = [
   'd.id', 'd.tenant_id', 'd.file_id', 'd.filename', 'd.mime_type', 'd.size', 'd.status', 'd.error_message',
@@ -57,39 +67,90 @@ export interface ListFilter {
   status?: DocumentStatus;
 }
 
-export async function listDocuments(
-  trx: TenantTx,
-  tenantId: string,
-  filter: ListFilter,
-  page: { limit: number; offset: number },
-): Promise<{ rows: DocumentWithFile[]; total: number }> {
-  let base = trx.selectFrom('documents as d').where('d.tenant_id', '=', tenantId);
+type Page = { limit: number; offset: number };
+
+function filtered(db: Kysely<TenantSchema>, tenantId: string, filter: ListFilter) {
+  let base = db.selectFrom('documents as d').where('d.tenant_id', '=', tenantId);
   if (filter.status) base = base.where('d.status', '=', filter.status);
   if (filter.filename) base = base.where(sql<boolean>`d.filename ILIKE ${containsPattern(filter.filename)} ESCAPE '\\'`);
+  return base;
+}
 
+/** A page of the tenant's documents, newest first, with their files' hash and key. */
+export function listPageQuery(db: Kysely<TenantSchema>, tenantId: string, filter: ListFilter, page: Page) {
   // Page on documents alone (its index gives the order), then join the page's files:
   // a deep offset skips index entries, not joined rows.
-  const pageOfDocs = base
+  const pageOfDocs = filtered(db, tenantId, filter)
     .selectAll('d')
     .orderBy('d.created_at', 'desc')
     .orderBy('d.id', 'desc')
     .limit(page.limit)
     .offset(page.offset)
     .as('d');
-  const rows = await trx
+  return db
     .selectFrom(pageOfDocs)
     .innerJoin('files as f', 'f.id', 'd.file_id')
     .select(DOC_COLUMNS)
     .orderBy('d.created_at', 'desc')
-    .orderBy('d.id', 'desc')
-    .execute();
-  // A short page ends the list: its total is known without the count query.
-  const total =
-    rows.length < page.limit && (rows.length > 0 || page.offset === 0)
-      ? page.offset + rows.length
-      : Number((await base.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()).n);
+    .orderBy('d.id', 'desc');
+}
+
+/** The exact number of the tenant's documents that match `filter` (reads them all). */
+export function listCountQuery(db: Kysely<TenantSchema>, tenantId: string, filter: ListFilter) {
+  return filtered(db, tenantId, filter).select((eb) => eb.fn.countAll<number>().as('n'));
+}
+
+const unfiltered = (filter: ListFilter) => !filter.status && !filter.filename;
+
+/** A short page ends the list: its total is known without counting (null when it is not). */
+function totalFromPage(rows: number, page: Page): number | null {
+  return rows < page.limit && (rows > 0 || page.offset === 0) ? page.offset + rows : null;
+}
+
+/**
+ * A page and the list's total. The unfiltered total is the tenant's document
+ * counter (src/documents/counts.ts: a few rows, never a count of the tenant's
+ * documents); a filtered total is counted exactly, when the page does not give it.
+ */
+export async function listDocuments(
+  trx: TenantTx,
+  tenantId: string,
+  filter: ListFilter,
+  page: Page,
+): Promise<{ rows: DocumentWithFile[]; total: number }> {
+  const rows = await listPageQuery(trx, tenantId, filter, page).execute();
+  let total = totalFromPage(rows.length, page);
+  if (total === null && unfiltered(filter)) total = await readDocumentCount(trx, tenantId);
+  if (total === null) total = Number((await listCountQuery(trx, tenantId, filter).executeTakeFirstOrThrow()).n);
   return { rows, total };
 }
+
+/**
+ * `listDocuments` through one-round-trip reads (TenantDatabases.read): the page
+ * and, unfiltered, the counter in one round trip; a filtered list whose page
+ * does not give the total counts in a second.
+ */
+export async function readDocumentsPage(
+  read: TenantReader,
+  tenantId: string,
+  filter: ListFilter,
+  page: Page,
+): Promise<{ rows: DocumentWithFile[]; total: number }> {
+  if (unfiltered(filter)) {
+    const [rows, counter] = await read((db) => [listPageQuery(db, tenantId, filter, page), documentCountQuery(db, tenantId)] as const);
+    return { rows, total: totalFromPage(rows.length, page) ?? Number(counter[0]?.n ?? 0) };
+  }
+  const [rows] = await read((db) => [listPageQuery(db, tenantId, filter, page)] as const);
+  let total = totalFromPage(rows.length, page);
+  if (total === null) {
+    const [count] = await read((db) => [listCountQuery(db, tenantId, filter)] as const);
+    total = Number(count[0]?.n ?? 0);
+  }
+  return { rows, total };
+}
+
+/** `request.readTenantDb` / `tenantDbs.read` bound to a tenant. */
+export type TenantReader = <const Q extends readonly Compilable<any>[]>(build: (db: Kysely<TenantSchema>) => Q) => ReadResult<Q>;
 
 export interface FileWithCount {
   id: string;
@@ -148,5 +209,24 @@ export async function getFile(trx: TenantTx, tenantId: string, id: string): Prom
  * removed only while holding it.
  */
 export async function lockContent(trx: TenantTx, tenantId: string, sha256: string): Promise<void> {
-  await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`file:${tenantId}:${sha256}`}, 0))`.execute(trx);
+  await sql`SELECT pg_advisory_xact_lock(hashtextextended(${contentLockKey(tenantId, sha256)}, 0))`.execute(trx);
+}
+
+function contentLockKey(tenantId: string, sha256: string): string {
+  return `file:${tenantId}:${sha256}`;
+}
+
+/**
+ * `lockContent`, then the tenant's file with this SHA-256 (read once the lock is
+ * held), in one round trip: tenant migration 0005's `lock_content_file`.
+ */
+export async function lockContentFile(
+  trx: TenantTx,
+  tenantId: string,
+  sha256: string,
+): Promise<{ id: string; size: number; storage_key: string } | undefined> {
+  const r = await sql<{ id: string; size: number; storage_key: string }>`
+    SELECT id, size, storage_key FROM lock_content_file(${contentLockKey(tenantId, sha256)}, ${tenantId}, ${sha256})`.execute(trx);
+  const row = r.rows[0];
+  return row ? { ...row, size: Number(row.size) } : undefined;
 }

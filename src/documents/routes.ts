@@ -18,7 +18,7 @@ import {
   FileIdParams, FileListSchema, ListQuery, OrgFileDetail, OrgFileListSchema, OrgUploadResult, UpdateDocumentBody,
   type DocumentT, type ListQueryT,
 } from './schemas.js';
-import { documentQuery, getDocument, getFile, listDocuments, listFiles, UUID_RE, type DocumentWithFile, type FileWithCount } from './queries.js';
+import { documentQuery, getDocument, getFile, listFiles, readDocumentsPage, UUID_RE, type DocumentWithFile, type FileWithCount } from './queries.js';
 import { placeUpload, receiveUpload } from './upload.js';
 import { assertReady, sendDocument } from './download.js';
 import { deleteDocument, deleteFile, updateDocument } from './service.js';
@@ -79,8 +79,11 @@ async function loadDocument(request: FastifyRequest, id: string): Promise<Docume
 
 async function listPage(request: FastifyRequest, q: ListQueryT) {
   const p = pageOf(q);
-  const { rows, total } = await request.withTenantDb((trx) =>
-    listDocuments(trx, request.tenant.id, { filename: q.filename, status: q.status }, p),
+  const { rows, total } = await readDocumentsPage(
+    (build) => request.readTenantDb(build),
+    request.tenant.id,
+    { filename: q.filename, status: q.status },
+    p,
   );
   return { rows, meta: pageMeta(total, p.page, p.perPage) };
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
 import { buildTestApp, signUp, type Session, type TestApp } from '../helpers/app.js';
 import { HAS_PG, requirePg } from '../helpers/env.js';
 import { closeWithTenantDatabases } from '../tenants/helpers.js';
@@ -48,6 +49,9 @@ describe.skipIf(!HAS_PG)('documents of a dedicated tenant on postgres', () => {
     // Nothing of it in the main database.
     expect(await app.db.selectFrom('documents').select('id').where('tenant_id', '=', tid).execute()).toEqual([]);
     expect(await countRows(app, tid)).toEqual({ files: 1, documents: 2 });
+    // The list total is the document counter of the tenant's own database.
+    expect((await listTotal()).total).toBe(2);
+    expect(Number((await sql<{ n: unknown }>`SELECT coalesce(sum(n), 0) AS n FROM document_counts WHERE tenant_id = ${tid}`.execute(app.db)).rows[0].n)).toBe(0);
 
     await markReady(app, tid, a.json().id);
     const dl = await app.inject({ method: 'GET', url: `/api/tenants/${tid}/documents/${a.json().id}/download`, headers: admin.auth });
@@ -57,7 +61,9 @@ describe.skipIf(!HAS_PG)('documents of a dedicated tenant on postgres', () => {
     // Drift the counter, then gc repairs it from the tenant database's files table.
     await app.db.updateTable('tenants').set({ storage_used_bytes: 5 }).where('id', '=', tid).execute();
     const report = await runFilesGc({ db: app.db, tenantDbs: app.tenantDbs, storage: app.storage });
-    expect(report.tenants.find((x) => x.tenantId === tid)).toMatchObject({ storageUsedBefore: 5, storageUsedAfter: bytes.length });
+    expect(report.tenants.find((x) => x.tenantId === tid)).toMatchObject({
+      storageUsedBefore: 5, storageUsedAfter: bytes.length, documentCountBefore: 2, documentCountAfter: 2,
+    });
     expect(await usedBytes(app, tid)).toBe(bytes.length);
 
     for (const r of [a, b]) {
@@ -67,5 +73,12 @@ describe.skipIf(!HAS_PG)('documents of a dedicated tenant on postgres', () => {
     expect(fs.existsSync(path.join(t.config.uploadFolder, fileKey(tid, sha256(bytes))))).toBe(false);
     expect(await usedBytes(app, tid)).toBe(0);
     expect(await countRows(app, tid)).toEqual({ files: 0, documents: 0 });
+    expect((await listTotal()).total).toBe(0);
   });
+
+  const listTotal = async () => {
+    const res = await app.inject({ method: 'GET', url: `/api/tenants/${tid}/documents?per_page=1&page=2`, headers: admin.auth });
+    expect(res.statusCode, res.body).toBe(200);
+    return res.json() as { total: number };
+  };
 });

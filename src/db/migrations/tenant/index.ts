@@ -3,6 +3,7 @@ import * as m0001 from './0001_documents.js';
 import * as m0002 from './0002_outbox.js';
 import * as m0003 from './0003_outbox_delivery.js';
 import * as m0004 from './0004_documents_search.js';
+import * as m0005 from './0005_documents_throughput.js';
 
 /**
  * Tenant-data migrations, in order. They run on the main database (tables of
@@ -13,4 +14,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0002_outbox': m0002,
   '0003_outbox_delivery': m0003,
   '0004_documents_search': m0004,
+  '0005_documents_throughput': m0005,
 };
