@@ -6,7 +6,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { TenantSchema } from '../db/schema.js';
-import { recordEvent } from '../events/outbox.js';
+import { eventRow, recordEvent, type OutboxRow } from '../events/outbox.js';
 
 export interface AuditEntry {
   tenantId: string | null;
@@ -22,7 +22,16 @@ export interface AuditEntry {
 }
 
 export async function recordAudit(trx: Kysely<TenantSchema>, e: AuditEntry): Promise<void> {
-  await recordEvent(trx, 'audit.log', {
+  await recordEvent(trx, 'audit.log', auditEvent(e));
+}
+
+/** The outbox row of an entry, for a change that writes its outbox rows itself (src/documents/upload.ts). */
+export function auditRow(e: AuditEntry): OutboxRow {
+  return eventRow('audit.log', auditEvent(e)).row;
+}
+
+function auditEvent(e: AuditEntry) {
+  return {
     tenantId: e.tenantId,
     userId: e.userId,
     data: {
@@ -34,5 +43,5 @@ export async function recordAudit(trx: Kysely<TenantSchema>, e: AuditEntry): Pro
       user_agent: e.userAgent ?? null,
       details: e.details ?? {},
     },
-  });
+  };
 }

@@ -20,6 +20,8 @@ import {
 } from './schemas.js';
 import { documentQuery, getDocument, getFile, listFiles, readDocumentsPage, UUID_RE, type DocumentWithFile, type FileWithCount } from './queries.js';
 import { placeUpload, receiveUpload } from './upload.js';
+import { auditEntryOf } from '../audit/plugin.js';
+import { auditRow } from '../audit/record.js';
 import { assertReady, sendDocument } from './download.js';
 import { deleteDocument, deleteFile, updateDocument } from './service.js';
 
@@ -61,12 +63,20 @@ async function closeUnreadBody(request: FastifyRequest, reply: FastifyReply, pay
   return payload;
 }
 
+/** Receive and place an upload; its audit entry (answered 201) is written in the document's transaction. */
 async function upload(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
   const received = await receiveUpload(request, reply, app.storage, app.config.maxFileSizeBytes);
   const { document } = await placeUpload(
     { app, storage: app.storage },
-    { tenant: request.tenant, userId: request.user.id, email: request.user.email, upload: received },
+    {
+      tenant: request.tenant,
+      userId: request.user.id,
+      email: request.user.email,
+      upload: received,
+      outbox: [auditRow(auditEntryOf(request, 201))],
+    },
   );
+  request.auditRecorded = true;
   return document;
 }
 

@@ -7,6 +7,7 @@
  * document inserted with its `validate_document` job and `document.uploaded`
  * event in one tenant transaction. Any failure leaves no blob and no row.
  */
+import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Multipart, MultipartFile } from '@fastify/multipart';
 import { pipeline as pipelineCb, Transform, Writable } from 'node:stream';
@@ -16,9 +17,8 @@ import { FileTooLargeError, fileKey, type BlobStore, type StagedBlob } from '../
 import { sanitizeFilename } from '../storage/filename.js';
 import { isUniqueViolation } from '../tenants/queries.js';
 import type { TenantContext } from '../tenants/context.js';
-import { recordEvent, recordJob } from '../events/outbox.js';
-import type { FileRow } from '../db/schema.js';
-import { getDocument, lockContent, type DocumentWithFile } from './queries.js';
+import { eventRow, jobRow, outboxCommitted, type OutboxRow } from '../events/outbox.js';
+import { DOCUMENT_COLUMNS, lockContentFile, type DocumentWithFile } from './queries.js';
 import { releaseQuota, reserveQuota } from './quota.js';
 
 /** Room for the multipart envelope (boundaries, part headers, small fields) on top of the file itself. */
@@ -212,10 +212,24 @@ export interface PlaceResult {
  * the file row and the document. No reservation and new bytes: 413
  * `quota_exceeded`. The staged bytes are always committed or discarded; a
  * reservation that did not become a file is released.
+ *
+ * The transaction is two statements besides BEGIN/set_config/COMMIT: the content
+ * lock with the file lookup (`lockContentFile`), then one INSERT that writes the
+ * file row (new bytes), the document, its `validate_document` job and its
+ * `document.uploaded` event (ids made here, so the outbox payloads need no
+ * second statement), plus the caller's rows (the audit entry), and returns the
+ * document. Relays are woken once it committed.
  */
 export async function placeUpload(
   deps: PlaceDeps,
-  p: { tenant: TenantContext; userId: string; email: string; upload: ReceivedUpload },
+  p: {
+    tenant: TenantContext;
+    userId: string;
+    email: string;
+    upload: ReceivedUpload;
+    /** More outbox rows to write with the document (the request's audit entry). */
+    outbox?: OutboxRow[];
+  },
 ): Promise<PlaceResult> {
   const { app, storage } = deps;
   const { tenant, upload } = p;
@@ -224,13 +238,7 @@ export async function placeUpload(
 
   const attempt = (reserved: boolean) =>
     app.tenantDbs.withTenant(tenant, async (trx) => {
-      await lockContent(trx, tenant.id, staged.sha256);
-      let file: Pick<FileRow, 'id' | 'size' | 'storage_key'> | undefined = await trx
-        .selectFrom('files')
-        .select(['id', 'size', 'storage_key'])
-        .where('tenant_id', '=', tenant.id)
-        .where('sha256', '=', staged.sha256)
-        .executeTakeFirst();
+      let file = await lockContentFile(trx, tenant.id, staged.sha256);
       let created = false;
       if (file && !(await storage.head(file.storage_key))) {
         // A row whose bytes are gone (DELETE_FAILED_UPLOADS removed a failed upload's bytes, or a
@@ -242,23 +250,35 @@ export async function placeUpload(
         // Under the lock with no row: whatever is at `key` is ours to write (or an orphan).
         await staged.commit(key);
         created = true;
-        try {
-          file = await trx
-            .insertInto('files')
-            .values({ tenant_id: tenant.id, sha256: staged.sha256, md5: staged.md5, size: staged.size, storage_key: key })
-            .returning(['id', 'size', 'storage_key'])
-            .executeTakeFirstOrThrow();
-        } catch (err) {
-          // Without the lock (another writer of the same table outside this code) a racing
-          // identical upload can still win the unique key: this transaction is aborted, retry reuses its row.
-          if (isUniqueViolation(err)) throw new RaceLost();
-          throw err;
-        }
+        file = { id: randomUUID(), size: staged.size, storage_key: key };
       }
+      const documentId = randomUUID();
+      const outbox = [
+        jobRow({ name: 'validate_document', tenantId: tenant.id, payload: { document_id: documentId } }),
+        eventRow('document.uploaded', {
+          tenantId: tenant.id,
+          userId: p.userId,
+          data: {
+            document_id: documentId,
+            file_id: file.id,
+            filename: upload.filename,
+            mime_type: upload.mimeType,
+            size: staged.size,
+            sha256: staged.sha256,
+            deduplicated: !created,
+          },
+        }).row,
+        ...(p.outbox ?? []),
+      ];
+      const newFile = { id: file.id, tenant_id: tenant.id, sha256: staged.sha256, md5: staged.md5, size: staged.size, storage_key: key };
       try {
-        const doc = await trx
+        // Data-modifying CTEs always run; the document's foreign key is checked at the end of the statement.
+        const withOutbox = trx.with('o', (db) => db.insertInto('outbox').values(outbox));
+        const withFile = created ? (withOutbox.with('f', (db) => db.insertInto('files').values(newFile)) as unknown as typeof withOutbox) : withOutbox;
+        const doc = await withFile
           .insertInto('documents')
           .values({
+            id: documentId,
             tenant_id: tenant.id,
             file_id: file.id,
             filename: upload.filename,
@@ -267,25 +287,14 @@ export async function placeUpload(
             user_id: p.userId,
             uploaded_by_email: p.email,
           })
-          .returning('id')
+          .returning(DOCUMENT_COLUMNS)
           .executeTakeFirstOrThrow();
-        await recordJob(trx, { name: 'validate_document', tenantId: tenant.id, payload: { document_id: doc.id } });
-        await recordEvent(trx, 'document.uploaded', {
-          tenantId: tenant.id,
-          userId: p.userId,
-          data: {
-            document_id: doc.id,
-            file_id: file.id,
-            filename: upload.filename,
-            mime_type: upload.mimeType,
-            size: staged.size,
-            sha256: staged.sha256,
-            deduplicated: !created,
-          },
-        });
-        const document = await getDocument(trx, tenant.id, doc.id);
-        return { document: document!, created };
+        return { document: { ...doc, sha256: staged.sha256, storage_key: file.storage_key }, created };
       } catch (err) {
+        // Without the lock (another writer of the same table outside this code) a racing
+        // identical upload can still win the unique key: this transaction is aborted, retry
+        // reuses its row (whose bytes these are: they stay).
+        if (created && isUniqueViolation(err)) throw new RaceLost();
         // The file row rolls back with this transaction; its bytes must go too (still under the lock).
         if (created) await storage.delete(key).catch(() => undefined);
         throw err;
@@ -304,6 +313,7 @@ export async function placeUpload(
         quota_bytes: tenant.storage_quota_mb * 1024 * 1024,
       });
     }
+    outboxCommitted(['job', 'event']);
     if (reserved && !result.created) {
       reserved = false;
       await releaseQuota(app.db, tenant.id, staged.size);
