@@ -14,6 +14,8 @@ export interface Config {
   isProduction: boolean;
   host: string;
   port: number;
+  /** API processes `npm start` runs (node:cluster, sharing the port); 1 = this process serves. */
+  webConcurrency: number;
   logLevel: string;
   dataDir: string;
   /** PostgreSQL URL of the control-plane database; undefined = embedded PGlite. */
@@ -140,11 +142,17 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('EVENT_PUBLISHER', `must be kafka, nats, redis or log, got "${publisher}"`);
   }
 
+  const webConcurrency = int(env, 'WEB_CONCURRENCY', 1, 1, 64);
+  if (webConcurrency > 1 && !databaseUrl) {
+    throw new ConfigError('WEB_CONCURRENCY', 'must be 1 on the embedded PGlite database (one process owns it); set DATABASE_URL to run several');
+  }
+
   return {
     env: nodeEnv as Config['env'],
     isProduction,
     host: str(env, 'HOST') ?? '127.0.0.1',
     port: int(env, 'PORT', 4999, 0, 65535),
+    webConcurrency,
     logLevel: str(env, 'LOG_LEVEL') ?? (nodeEnv === 'test' ? 'silent' : 'info'),
     dataDir,
     databaseUrl,
