@@ -26,7 +26,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { createScratchDatabase, PG_ADMIN_URL, pgbenchSelectOnly, withClient, type PgbenchResult, type ScratchDatabase } from './lib/pg.js';
-import { startServer, memoryOf, type BenchServer } from './lib/server.js';
+import { startServer, treeMemoryOf, type BenchServer } from './lib/server.js';
 import { measure, type LoadResult } from './lib/load.js';
 import { multipartFactory } from './lib/multipart.js';
 import { fmtInt, fmtMb, fmtMs, fmtSec, table } from './lib/report.js';
@@ -375,7 +375,7 @@ async function main(): Promise<number> {
       rows.push({ scenario: 'POST /api/auth/login (argon2id) @16', result, target: '— (argon2id-bound)', met: null, note: describeFailures(result) });
     }
 
-    const mem = memoryOf(srv.pid);
+    const mem = treeMemoryOf(srv.pid);
     if (mem) notes.push(`server peak RSS over the whole run (VmHWM at the end, not reset): ${fmtMb(mem.hwm)}`);
     const errLines = srv.output().split('\n').filter((l) => /"level":(50|60)/.test(l));
     if (errLines.length) notes.push(`the server logged ${errLines.length} error line(s); first: ${errLines[0].slice(0, 300)}`);

@@ -1,7 +1,7 @@
 /** One load scenario: autocannon (programmatic) against the server, with the server's peak RSS over it. */
 import autocannon, { type AutocannonOptions, type AutocannonResult } from 'autocannon';
 import os from 'node:os';
-import { cpuTimeMs, postgresCpuTimeMs, trackPeakRss } from './server.js';
+import { postgresCpuTimeMs, trackPeakRss, treeCpuTimeMs } from './server.js';
 
 export interface LoadResult {
   requestsPerSec: number;
@@ -40,7 +40,7 @@ export async function measure(pid: number, opts: AutocannonOptions & { duration:
   const { database: _database, warmupSec: _warmup, ...acOpts } = opts;
   if (opts.warmupSec) await runAutocannon({ ...acOpts, duration: opts.warmupSec });
   const loadAvg = os.loadavg()[0];
-  const cpu0 = cpuTimeMs(pid);
+  const cpu0 = treeCpuTimeMs(pid);
   const db0 = opts.database ? postgresCpuTimeMs(opts.database) : null;
   const peak = trackPeakRss(pid);
   let result: AutocannonResult;
@@ -51,7 +51,7 @@ export async function measure(pid: number, opts: AutocannonOptions & { duration:
     throw err;
   }
   const mem = peak.stop();
-  const cpu1 = cpuTimeMs(pid);
+  const cpu1 = treeCpuTimeMs(pid);
   const db1 = opts.database ? postgresCpuTimeMs(opts.database) : null;
   const statusCodes = Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([k, v]) => [k, v.count]));
   const ok = result['2xx'];

@@ -108,6 +108,42 @@ export function memoryOf(pid: number): { rss: number; hwm: number } | null {
   }
 }
 
+/** The process and its direct children (a WEB_CONCURRENCY primary and its API workers). */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** Memory of the process tree (summed over processes); null when the process is not readable. */
+export function treeMemoryOf(pid: number): { rss: number; hwm: number } | null {
+  const own = memoryOf(pid);
+  if (!own) return null;
+  for (const child of processTree(pid).slice(1)) {
+    const m = memoryOf(child);
+    if (m) {
+      own.rss += m.rss;
+      own.hwm += m.hwm;
+    }
+  }
+  return own;
+}
+
+/** CPU time (ms) of the process and its direct children. */
+export function treeCpuTimeMs(pid: number): number | null {
+  const own = cpuTimeMs(pid);
+  if (own === null) return null;
+  return processTree(pid).slice(1).reduce((sum, child) => sum + (cpuTimeMs(child) ?? 0), own);
+}
+
 /** Reset the process's peak RSS (VmHWM) so the next reading is the peak of what follows. */
 export function resetPeakRss(pid: number): boolean {
   try {
@@ -123,10 +159,11 @@ export function resetPeakRss(pid: number): boolean {
  * also samples VmRSS, so the result is right either way.
  */
 export function trackPeakRss(pid: number, everyMs = 100): { stop(): { peak: number; hwmReset: boolean } } {
-  const hwmReset = resetPeakRss(pid);
+  // Over the process tree (a WEB_CONCURRENCY primary and its workers): peaks summed, an upper bound.
+  const hwmReset = processTree(pid).map(resetPeakRss).every(Boolean);
   let peak = 0;
   const sample = () => {
-    const m = memoryOf(pid);
+    const m = treeMemoryOf(pid);
     if (m && Number.isFinite(m.rss)) peak = Math.max(peak, m.rss);
   };
   sample();
@@ -135,7 +172,7 @@ export function trackPeakRss(pid: number, everyMs = 100): { stop(): { peak: numb
     stop() {
       clearInterval(timer);
       sample();
-      const m = memoryOf(pid);
+      const m = treeMemoryOf(pid);
       if (hwmReset && m && Number.isFinite(m.hwm)) peak = Math.max(peak, m.hwm);
       return { peak, hwmReset };
     },

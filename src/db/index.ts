@@ -5,8 +5,6 @@
 import fs from 'node:fs';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { PGlite } from '@electric-sql/pglite';
-import { createPglitePool } from './pglite-pool.js';
 import type { ControlSchema } from './schema.js';
 
 // bigint (count, sums of sizes) and numeric as JS numbers: sizes stay far below 2^53.
@@ -36,6 +34,8 @@ export async function openDatabase(opts: { databaseUrl?: string; pgliteDir: stri
     const db = new Kysely<ControlSchema>({ dialect: new PostgresDialect({ pool }) });
     return { db, kind: 'postgres', pool, close: () => db.destroy() };
   }
+  // Loaded only for the embedded database: a PostgreSQL deployment never pays for PGlite's module.
+  const [{ PGlite }, { createPglitePool }] = await Promise.all([import('@electric-sql/pglite'), import('./pglite-pool.js')]);
   const memory = opts.pgliteDir.startsWith('memory://');
   if (!memory) fs.mkdirSync(opts.pgliteDir, { recursive: true });
   const pglite = await PGlite.create(memory ? undefined : opts.pgliteDir, {

@@ -10,7 +10,7 @@
  * the outer `db` instead of the transaction object would wait for itself. The
  * lock wait is bounded and fails with an error that says so.
  */
-import { PGlite } from '@electric-sql/pglite';
+import type { PGlite } from '@electric-sql/pglite';
 
 const LOCK_TIMEOUT_MS = 30_000;
 
