@@ -23,8 +23,25 @@ async function removeQuietly(file: string): Promise<void> {
   await fs.rm(file, { force: true });
 }
 
-/** Blob store on the local filesystem: `${root}/<key>`, staging in `${root}/.tmp`. */
-export function createLocalStore(opts: { root: string }): BlobStore {
+/** Make a directory's entries (a new link) durable. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Blob store on the local filesystem: `${root}/<key>`, staging in `${root}/.tmp`.
+ * Durable like the database row that points at a blob: the staged file is
+ * flushed to disk before it is closed, and a new key's directory entry before
+ * commit() returns, so a row committed after commit() never outlives its bytes
+ * in a power loss (`durable: false` skips both, for tests and scratch data).
+ */
+export function createLocalStore(opts: { root: string; durable?: boolean }): BlobStore {
+  const durable = opts.durable ?? true;
   const root = path.resolve(opts.root);
   const tmpDir = path.join(root, TMP_DIR);
 
@@ -105,7 +122,7 @@ export function createLocalStore(opts: { root: string }): BlobStore {
       // opening write stream is still opening, the file would appear after our cleanup.
       const handle = await fs.open(tmp, 'wx');
       try {
-        await pipeline(source, meter.transform, handle.createWriteStream());
+        await pipeline(source, meter.transform, handle.createWriteStream({ flush: durable }));
       } catch (err) {
         await handle.close().catch(() => {});
         await removeQuietly(tmp);
@@ -121,6 +138,7 @@ export function createLocalStore(opts: { root: string }): BlobStore {
           if (state !== 'staged') throw new Error(`staged blob already ${state}`);
           const target = keyPath(key);
           const stored = await commitFile(tmp, target);
+          if (stored && durable) await syncDir(path.dirname(target));
           state = 'committed';
           await removeQuietly(tmp);
           return { stored };

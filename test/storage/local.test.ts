@@ -77,6 +77,37 @@ describe('local blob store', () => {
     expect(await filesUnder(path.join(root, 'tenants'))).toHaveLength(1);
   });
 
+  it('is durable: flushes the staged file and the new key\'s directory to disk (and only when asked)', async () => {
+    const probe = await fs.open(path.join(root, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void> };
+    await probe.close();
+    const synced: string[] = [];
+    const original = proto.sync;
+    proto.sync = function (this: { fd: number }) {
+      synced.push(String(this.fd));
+      return original.call(this);
+    };
+    try {
+      const data = randomBytes(1000);
+      const key = fileKey(TENANT, digest(data).sha256);
+      const staged = await store.stage(sourceOf(data), { maxBytes: 10_000 });
+      expect(synced).toHaveLength(1); // the staged file, before close
+      expect(await staged.commit(key)).toEqual({ stored: true });
+      expect(synced).toHaveLength(2); // the directory that got the new link
+      const again = await store.stage(sourceOf(data), { maxBytes: 10_000 });
+      expect(await again.commit(key)).toEqual({ stored: false });
+      expect(synced).toHaveLength(3); // staged, but an existing key needs no directory sync
+
+      synced.length = 0;
+      const scratch = createLocalStore({ root, durable: false });
+      const other = randomBytes(1000);
+      await (await scratch.stage(sourceOf(other), { maxBytes: 10_000 })).commit(fileKey(TENANT, digest(other).sha256));
+      expect(synced).toHaveLength(0);
+    } finally {
+      proto.sync = original;
+    }
+  });
+
   it('concurrent identical commits store exactly once', async () => {
     const bytes = randomBytes(10_000);
     const staged = await Promise.all([1, 2, 3].map(() => store.stage(sourceOf(bytes), { maxBytes: 20_000 })));
