@@ -304,6 +304,18 @@ async function main() {
       fs.rmSync(target);
     }
     const cpRate = mbps(bigSize, cpMs);
+    // The upload is durable (the local store fsyncs the file before the row commits): the same for cp.
+    let cpSyncMs = Infinity;
+    for (const f of bigs) {
+      const target = path.join(dataDir, 'cp-sync-copy.bin');
+      settle();
+      const t = performance.now();
+      execFileSync('cp', [f, target]);
+      execFileSync('sync', [target]);
+      cpSyncMs = Math.min(cpSyncMs, performance.now() - t);
+      fs.rmSync(target);
+    }
+    const cpSyncRate = mbps(bigSize, cpSyncMs);
     let ddMs = Infinity; // a user-space streaming copy (read + write, 1 MB blocks), as the server does
     for (const f of bigs) {
       const target = path.join(dataDir, 'dd-copy.bin');
@@ -349,11 +361,13 @@ async function main() {
 
     const n = String(bigs.length);
     rows.push([`cp ${BIG_MB} MB (same disk)`, n, fmtRate(cpRate), `${(cpMs / 1000).toFixed(2)} s (best)`, 'in-kernel copy (copy_file_range)']);
+    rows.push([`cp + sync ${BIG_MB} MB (same disk)`, n, fmtRate(cpSyncRate), `${(cpSyncMs / 1000).toFixed(2)} s (best)`, 'the copy made durable, as an upload is']);
     rows.push([`dd bs=1M ${BIG_MB} MB (same disk)`, n, fmtRate(mbps(bigSize, ddMs)), `${(ddMs / 1000).toFixed(2)} s (best)`, 'user-space read + write']);
     rows.push(['SHA-256 + MD5, one thread', '—', fmtRate(hashRate), '—', 'the ceiling of any upload that hashes on one core']);
     rows.push([
       `upload ${BIG_MB} MB`, n, fmtRate(upRate), `${(upMs / 1000).toFixed(2)} s (best)`,
-      `${((upRate / cpRate) * 100).toFixed(0)} % of cp, ${((upRate / mbps(bigSize, ddMs)) * 100).toFixed(0)} % of dd, ` +
+      `${((upRate / cpRate) * 100).toFixed(0)} % of cp, ${((upRate / cpSyncRate) * 100).toFixed(0)} % of cp + sync, ` +
+        `${((upRate / mbps(bigSize, ddMs)) * 100).toFixed(0)} % of dd, ` +
         `${((upRate / hashRate) * 100).toFixed(0)} % of the hash ceiling; peak RSS ${fmtMiB(bigPeak)}`,
     ]);
     rows.push([`download ${BIG_MB} MB`, n, fmtRate(mbps(bigSize, downMs)), `${(downMs / 1000).toFixed(2)} s (best)`, '']);
@@ -387,7 +401,10 @@ async function main() {
         `1 MB / ${BIG_MB} MB / ${HUGE_MB} MB uploads peak at ${fmtMiB(smallPeak)} / ${fmtMiB(bigPeak)} / ${fmtMiB(peak)} — ` +
         `target < ${fmtMiB(RSS_TARGET)}: ${maxPeak < RSS_TARGET ? 'MET' : 'NOT MET'}`,
     );
-    verdicts.push(`${BIG_MB} MB upload / cp = ${(ratio * 100).toFixed(0)} % — target >= ${CP_RATIO_TARGET * 100} %: ${ratio >= CP_RATIO_TARGET ? 'MET' : 'NOT MET'}`);
+    verdicts.push(
+      `${BIG_MB} MB upload / cp = ${(ratio * 100).toFixed(0)} % — target >= ${CP_RATIO_TARGET * 100} %: ${ratio >= CP_RATIO_TARGET ? 'MET' : 'NOT MET'} ` +
+        `(against a durable cp + sync: ${((upRate / cpSyncRate) * 100).toFixed(0)} %)`,
+    );
     verdicts.push(`identical re-upload stored ${usageAfterSecond - usageAfterFirst} new bytes (same file: ${sameFile}): ${usageAfterSecond === usageAfterFirst && sameFile ? 'MET' : 'NOT MET'}`);
 
     console.log('');
