@@ -10,6 +10,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { sql } from 'kysely';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/index.js';
 import { migrateDown, migrateToLatest, migrationStatus, type MigrationSet } from './db/migrate.js';
@@ -19,6 +20,7 @@ import { loadRuntimeConfig } from './runtime.js';
 import { createTenantDatabases } from './db/tenant-db.js';
 import { createBlobStore } from './storage/index.js';
 import { runFilesGc } from './documents/gc.js';
+import { createOutboxNotifier, registerOutboxNotifier, settleOutboxWrites, type OutboxNotifier } from './events/wake.js';
 import { DedicatedTenantDatabases } from './tenants/dedicated.js';
 import {
   DEFAULT_MIGRATE_CONCURRENCY, migrateAllTenants, tenantMigrationHistory, UnknownTenantError, type TargetResult,
@@ -413,6 +415,8 @@ export async function runCli(argv: string[], opts: CliOptions = {}): Promise<num
   let config: Config | undefined = opts.config;
   let database: Database | undefined;
   let dedicated: DedicatedTenantDatabases | null | undefined;
+  let notifier: OutboxNotifier | undefined;
+  let unregisterNotifier: (() => void) | undefined;
   const ctx: Ctx = {
     io,
     interactive: opts.interactive ?? false,
@@ -424,6 +428,12 @@ export async function runCli(argv: string[], opts: CliOptions = {}): Promise<num
       if (!database) {
         const c = await ctx.config();
         database = await openDatabase({ databaseUrl: c.databaseUrl, pgliteDir: c.pgliteDir, poolMax: Math.min(c.dbPoolMax, 10) });
+        if (database.kind === 'postgres') {
+          // Outbox rows this command writes (files:gc events, tenant commands) wake a running worker.
+          const db = database.db;
+          notifier = createOutboxNotifier(() => sql`SELECT pg_notify('outbox', '')`.execute(db));
+          unregisterNotifier = registerOutboxNotifier(notifier);
+        }
       }
       return database;
     },
@@ -443,6 +453,10 @@ export async function runCli(argv: string[], opts: CliOptions = {}): Promise<num
     else io.err(`Error: ${(err as Error)?.message ?? String(err)}`);
     return 1;
   } finally {
+    settleOutboxWrites();
+    await notifier?.flush?.().catch(() => {});
+    unregisterNotifier?.();
+    await notifier?.close().catch(() => {});
     await dedicated?.close().catch(() => {});
     await database?.close().catch(() => {});
   }

@@ -39,6 +39,8 @@ function wakeLocal(kinds: readonly OutboxKind[]): void {
 export interface OutboxNotifier {
   /** Ask for a NOTIFY that starts after this call (coalesced with other requests). */
   request(): void;
+  /** Send what was asked for now, without waiting for the interval (a process about to exit). */
+  flush?(): Promise<void>;
   /** Stop sending; waits for a NOTIFY in flight. */
   close(): Promise<void>;
 }
@@ -96,6 +98,13 @@ export function createOutboxNotifier(
       pending = true;
       schedule();
     },
+    async flush() {
+      await inFlight;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      fire();
+      await inFlight;
+    },
     async close() {
       closed = true;
       if (timer) clearTimeout(timer);
@@ -127,6 +136,18 @@ export function outboxCommitted(kinds: readonly OutboxKind[] = BOTH): void {
 const SETTLE_MS = 10;
 let settling: Set<OutboxKind> | null = null;
 
+let settleTimer: NodeJS.Timeout | null = null;
+
+/** Do now what outboxWritten() left for later (the writers have committed: e.g. a CLI command is done). */
+export function settleOutboxWrites(): void {
+  if (!settling) return;
+  if (settleTimer) clearTimeout(settleTimer);
+  settleTimer = null;
+  const kinds = [...settling];
+  settling = null;
+  outboxCommitted(kinds);
+}
+
 /**
  * Rows were written in a transaction that has not committed yet: wake the relays
  * of this process after the current statement (never re-entrant into the
@@ -139,9 +160,6 @@ export function outboxWritten(kind: OutboxKind): void {
     return;
   }
   settling = new Set([kind]);
-  setTimeout(() => {
-    const kinds = [...(settling ?? [])];
-    settling = null;
-    outboxCommitted(kinds);
-  }, SETTLE_MS).unref();
+  settleTimer = setTimeout(settleOutboxWrites, SETTLE_MS);
+  settleTimer.unref();
 }

@@ -8,6 +8,9 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { createTestDatabase, HAS_PG } from '../helpers/env.js';
 import { buildTestApp, signUp, type TestApp } from '../helpers/app.js';
 import { fileKey } from '../../src/storage/blob-store.js';
+import { openDatabase } from '../../src/db/index.js';
+import { listenForOutbox } from '../../src/events/listen.js';
+import { sql } from 'kysely';
 
 async function cli(argv: string[], config: Config) {
   const out: string[] = [];
@@ -56,5 +59,39 @@ describe.skipIf(!HAS_PG)('cli files:gc (PostgreSQL: the CLI and the app share on
     expect(real.out).toMatch(/Removed: .*1 blobs without rows/);
     expect(fs.existsSync(orphanPath)).toBe(false);
     expect((await t.app.db.selectFrom('tenants').select('storage_used_bytes').where('id', '=', tid).executeTakeFirstOrThrow()).storage_used_bytes).toBe(0);
+  });
+});
+
+describe.skipIf(!HAS_PG)('cli files:gc wakes a worker (PostgreSQL)', () => {
+  it('sends NOTIFY outbox for the events it wrote before it exits (no trigger does it any more)', async () => {
+    const scratch = await createTestDatabase();
+    const uploads = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-gc-wake-'));
+    const config = { ...loadConfig({ NODE_ENV: 'test', DATA_DIR: uploads, UPLOAD_FOLDER: uploads }), databaseUrl: scratch.url };
+    const database = await openDatabase({ databaseUrl: scratch.url, pgliteDir: '', poolMax: 2 });
+    let heard = 0;
+    const listener = listenForOutbox(scratch.url, () => { heard += 1; });
+    try {
+      expect((await cli(['migrate'], config)).code).toBe(0);
+      // A file row whose bytes are gone and that no document uses: gc removes it and records file.deleted.
+      const tid = '0c0c0c0c-0000-4000-8000-00000000000c';
+      await sql`INSERT INTO tenants (id, name, slug, storage_quota_mb) VALUES (${tid}, 'Wake', 'wake', 10)`.execute(database.db);
+      await sql`INSERT INTO files (tenant_id, sha256, md5, size, storage_key)
+                VALUES (${tid}, ${'b'.repeat(64)}, ${'0'.repeat(32)}, 1, ${fileKey(tid, 'b'.repeat(64))})`.execute(database.db);
+      const deadline = Date.now() + 3_000;
+      while (heard === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10)); // listening
+      await new Promise((r) => setTimeout(r, 50));
+      heard = 0;
+      const run = await cli(['files:gc'], config);
+      expect(run.code, run.err).toBe(0);
+      expect(run.out).toMatch(/1 rows without bytes/);
+      const until = Date.now() + 3_000;
+      while (heard === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      expect(heard).toBeGreaterThan(0);
+    } finally {
+      await listener.close();
+      await database.close();
+      await scratch.drop();
+      fs.rmSync(uploads, { recursive: true, force: true });
+    }
   });
 });

@@ -79,6 +79,19 @@ describe('outbox notifier (throttled NOTIFY)', () => {
     expect(calls).toBe(2);
   });
 
+  it('flush sends a pending request without waiting for the interval', async () => {
+    let calls = 0;
+    const n = createOutboxNotifier(async () => { calls += 1; }, { intervalMs: 10_000 });
+    await n.flush!();
+    expect(calls).toBe(0); // nothing asked for
+    n.request();
+    await sleep(0);
+    n.request(); // waits for the 10 s interval...
+    await n.flush!(); // ...unless flushed
+    expect(calls).toBe(2);
+    await n.close();
+  });
+
   it('outboxCommitted wakes this process at once and asks every registered notifier; outboxWritten does it shortly after', async () => {
     const kinds: string[] = [];
     const off = onOutboxWrite((k) => kinds.push(k));
