@@ -9,6 +9,7 @@
 import { sql, type Compilable, type Kysely } from 'kysely';
 import type { DocumentStatus, TenantSchema } from '../db/schema.js';
 import type { ReadResult, TenantTx } from '../db/tenant-db.js';
+import { queryTemplate } from '../db/template.js';
 import { documentCountQuery, readDocumentCount } from './counts.js';
 
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -56,6 +57,9 @@ export function documentQuery(db: Kysely<TenantSchema>, tenantId: string, id: st
     .where('d.tenant_id', '=', tenantId)
     .where('d.id', '=', id);
 }
+
+/** documentQuery compiled once: the document GET runs it on every request. */
+export const documentById = queryTemplate((db: Kysely<TenantSchema>, tenantId: string, id: string) => documentQuery(db, tenantId, id));
 
 export async function getDocument(trx: TenantTx, tenantId: string, id: string): Promise<DocumentWithFile | undefined> {
   if (!UUID_RE.test(id)) return undefined;

@@ -18,7 +18,7 @@ import {
   FileIdParams, FileListSchema, ListQuery, OrgFileDetail, OrgFileListSchema, OrgUploadResult, UpdateDocumentBody,
   type DocumentT, type ListQueryT,
 } from './schemas.js';
-import { documentQuery, getDocument, getFile, listFiles, readDocumentsPage, UUID_RE, type DocumentWithFile, type FileWithCount } from './queries.js';
+import { documentById, getDocument, getFile, listFiles, readDocumentsPage, UUID_RE, type DocumentWithFile, type FileWithCount } from './queries.js';
 import { placeUpload, receiveUpload } from './upload.js';
 import { auditEntryOf } from '../audit/plugin.js';
 import { auditRow } from '../audit/record.js';
@@ -82,7 +82,7 @@ async function upload(app: FastifyInstance, request: FastifyRequest, reply: Fast
 
 async function loadDocument(request: FastifyRequest, id: string): Promise<DocumentWithFile> {
   if (!UUID_RE.test(id)) throw docNotFound();
-  const [[doc]] = await request.readTenantDb((db) => [documentQuery(db, request.tenant.id, id)] as const);
+  const [[doc]] = await request.readTenantDb((db) => [documentById(db, request.tenant.id, id)] as const);
   if (!doc) throw docNotFound();
   return doc;
 }
