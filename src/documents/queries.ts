@@ -129,6 +129,12 @@ export async function listDocuments(
   return { rows, total };
 }
 
+/** The unfiltered page and the counter, compiled once (src/db/template.ts): every list request runs them. */
+const unfilteredPage = queryTemplate((db: Kysely<TenantSchema>, tenantId: string, limit: string, offset: string) =>
+  // Sent as parameters; PostgreSQL reads them as the bigints LIMIT and OFFSET take.
+  listPageQuery(db, tenantId, {}, { limit: limit as unknown as number, offset: offset as unknown as number }));
+const documentCountOf = queryTemplate((db: Kysely<TenantSchema>, tenantId: string) => documentCountQuery(db, tenantId));
+
 /**
  * `listDocuments` through one-round-trip reads (TenantDatabases.read): the page
  * and, unfiltered, the counter in one round trip; a filtered list whose page
@@ -141,7 +147,9 @@ export async function readDocumentsPage(
   page: Page,
 ): Promise<{ rows: DocumentWithFile[]; total: number }> {
   if (unfiltered(filter)) {
-    const [rows, counter] = await read((db) => [listPageQuery(db, tenantId, filter, page), documentCountQuery(db, tenantId)] as const);
+    const limit = String(page.limit);
+    const offset = String(page.offset);
+    const [rows, counter] = await read((db) => [unfilteredPage(db, tenantId, limit, offset), documentCountOf(db, tenantId)] as const);
     return { rows, total: totalFromPage(rows.length, page) ?? Number(counter[0]?.n ?? 0) };
   }
   const [rows] = await read((db) => [listPageQuery(db, tenantId, filter, page)] as const);
