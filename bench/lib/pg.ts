@@ -57,7 +57,8 @@ export function findPgbench(): string | null {
 
 function connArgs(url: string): { args: string[]; env: NodeJS.ProcessEnv } {
   const u = new URL(url);
-  const args = ['-h', u.hostname || '127.0.0.1', '-p', u.port || '5432', '-U', decodeURIComponent(u.username || 'postgres')];
+  // `?host=/var/run/postgresql` (a Unix socket directory) wins over the URL's host, as it does for node-postgres.
+  const args = ['-h', u.searchParams.get('host') || u.hostname || '127.0.0.1', '-p', u.port || '5432', '-U', decodeURIComponent(u.username || 'postgres')];
   const env = { ...process.env, ...(u.password ? { PGPASSWORD: decodeURIComponent(u.password) } : {}) };
   return { args, env };
 }
