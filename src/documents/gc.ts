@@ -19,8 +19,12 @@
  * so an upload in flight is never mistaken for an orphan. Recomputing the quota
  * counter while uploads are in flight can be off by those uploads (their
  * reservations are replaced by the sum of committed rows); run it when quiet, or
- * again later. Staging leftovers (local `.tmp/`, S3 `tmp/`) are not touched:
- * expire them with a lifecycle rule / tmp cleaner.
+ * again later.
+ *
+ * Staging leftovers (local `.tmp/`, S3 `tmp/`) older than `stagingMaxAgeMs`
+ * (default an hour; a live upload's staging data is written as bytes arrive)
+ * are removed too. On S3, incomplete multipart uploads are not objects: expire
+ * them with the bucket's lifecycle rule (AbortIncompleteMultipartUpload).
  */
 import type { Kysely } from 'kysely';
 import type { ControlSchema } from '../db/schema.js';
@@ -36,6 +40,8 @@ export interface FilesGcOptions {
   storage: BlobStore;
   dryRun?: boolean;
   log?: (line: string) => void;
+  /** Staging data older than this is a leftover (default 1 hour). */
+  stagingMaxAgeMs?: number;
 }
 
 export interface TenantGcReport {
@@ -58,6 +64,8 @@ export interface FilesGcReport {
   tenants: TenantGcReport[];
   /** Keys under tenants/<id>/files/ of tenants that do not exist. */
   unknownTenantBytes: string[];
+  /** Staging leftovers (removed unless a dry run). */
+  staging: { removed: string[]; bytes: number };
   totals: {
     unreferencedFiles: number;
     filesWithoutBytes: number;
@@ -84,6 +92,7 @@ export async function runFilesGc(opts: FilesGcOptions): Promise<FilesGcReport> {
     dryRun,
     tenants: [],
     unknownTenantBytes: [],
+    staging: { removed: [], bytes: 0 },
     totals: {
       unreferencedFiles: 0,
       filesWithoutBytes: 0,
@@ -150,8 +159,14 @@ export async function runFilesGc(opts: FilesGcOptions): Promise<FilesGcReport> {
     }
   }
 
+  const stagingCutoff = new Date(Date.now() - (opts.stagingMaxAgeMs ?? 3_600_000));
+  report.staging = await storage.purgeStaging(stagingCutoff, { dryRun });
+  for (const key of report.staging.removed) log(`${dryRun ? 'would remove' : 'removing'} staging leftover: ${key}`);
+  if (!dryRun) report.totals.bytesFreed += report.staging.bytes;
+
   log(
     `files:gc${dryRun ? ' (dry run)' : ''}: ${report.tenants.length} tenants, ` +
+      `${report.staging.removed.length} staging leftovers, ` +
       `${report.totals.unreferencedFiles} unreferenced files, ${report.totals.filesWithoutBytes} file rows without bytes, ` +
       `${report.totals.bytesWithoutRows} blobs without rows, ${report.totals.bytesFreed} bytes freed, ` +
       `${report.totals.quotaCorrections} quota counters corrected, ` +

@@ -27,6 +27,11 @@ export interface BlobStore {
   delete(key: string): Promise<void>;
   /** Every stored object whose key starts with `prefix` (temp data excluded); for garbage collection. */
   list(prefix: string): AsyncIterable<{ key: string; size: number }>;
+  /**
+   * Staged uploads last modified before `olderThan` (left by a crash or a killed upload; a live
+   * upload touches its staging data as bytes arrive): removed unless `dryRun`. Returns what was found.
+   */
+  purgeStaging(olderThan: Date, opts?: { dryRun?: boolean }): Promise<{ removed: string[]; bytes: number }>;
   /** S3: a presigned GET URL (using publicUrl host if configured) with response-content-disposition/type set; local: null (the app signs its own URL). */
   presignGet(key: string, opts: { expiresIn: number; filename: string; contentType: string }): Promise<string | null>;
   /** Readiness check; rejects when storage is unusable. */

@@ -151,6 +151,31 @@ export function createLocalStore(opts: { root: string; durable?: boolean }): Blo
       };
     },
 
+    async purgeStaging(olderThan, { dryRun = false } = {}) {
+      const removed: string[] = [];
+      let bytes = 0;
+      let names: string[];
+      try {
+        names = await fs.readdir(tmpDir);
+      } catch (err) {
+        if (errorCode(err) === 'ENOENT') return { removed, bytes };
+        throw err;
+      }
+      for (const name of names.sort()) {
+        const file = path.join(tmpDir, name);
+        try {
+          const st = await fs.lstat(file);
+          if (!st.isFile() || st.mtime >= olderThan) continue;
+          if (!dryRun) await fs.rm(file, { force: true });
+          removed.push(`${TMP_DIR}/${name}`);
+          bytes += st.size;
+        } catch (err) {
+          if (errorCode(err) !== 'ENOENT') throw err; // committed or discarded meanwhile
+        }
+      }
+      return { removed, bytes };
+    },
+
     async head(key) {
       try {
         const st = await fs.stat(keyPath(key));

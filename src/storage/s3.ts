@@ -164,6 +164,20 @@ export function createS3Store(opts: S3StoreOptions): S3BlobStore {
     }
   }
 
+  async function purgeStaging(olderThan: Date, { dryRun = false }: { dryRun?: boolean } = {}) {
+    const removed: string[] = [];
+    let bytes = 0;
+    for await (const page of paginateListObjectsV2({ client }, { Bucket: bucket, Prefix: TMP_PREFIX })) {
+      for (const obj of page.Contents ?? []) {
+        if (!obj.Key || !obj.LastModified || obj.LastModified >= olderThan) continue;
+        if (!dryRun) await deleteQuietly(obj.Key);
+        removed.push(obj.Key);
+        bytes += obj.Size ?? 0;
+      }
+    }
+    return { removed, bytes };
+  }
+
   return {
     kind: 's3',
     bucket,
@@ -171,6 +185,7 @@ export function createS3Store(opts: S3StoreOptions): S3BlobStore {
     stage,
     head,
     list,
+    purgeStaging,
 
     async get(key, range) {
       assertKey(key);

@@ -91,6 +91,30 @@ describe.each(dbModes())('files:gc on %s', (mode) => {
     expect(again.totals).toMatchObject({ unreferencedFiles: 0, filesWithoutBytes: 0, bytesWithoutRows: 0, quotaCorrections: 0 });
   });
 
+  it('removes staging leftovers older than the cutoff (an upload killed mid-way), not fresh ones, and not on a dry run', async () => {
+    const stale = await app.storage.stage(Readable.from([randomBytes(4096)]), { maxBytes: 10_000 }); // never committed
+    const fresh = await app.storage.stage(Readable.from([randomBytes(100)]), { maxBytes: 10_000 });
+    const tmpDir = path.join(t.config.uploadFolder, '.tmp');
+    const bySize = async () => new Map(await Promise.all(fs.readdirSync(tmpDir).map(async (f) => [fs.statSync(path.join(tmpDir, f)).size, f] as const)));
+    const staleName = (await bySize()).get(4096)!;
+    const longAgo = new Date(Date.now() - 2 * 3_600_000);
+    fs.utimesSync(path.join(tmpDir, staleName), longAgo, longAgo);
+
+    const lines: string[] = [];
+    const dry = await runFilesGc({ db: app.db, tenantDbs: app.tenantDbs, storage: app.storage, dryRun: true, log: (l) => lines.push(l) });
+    expect(dry.staging).toEqual({ removed: [`.tmp/${staleName}`], bytes: 4096 });
+    expect(lines.some((l) => l.includes(`would remove staging leftover: .tmp/${staleName}`))).toBe(true);
+    expect(fs.existsSync(path.join(tmpDir, staleName))).toBe(true);
+
+    const real = await runFilesGc({ db: app.db, tenantDbs: app.tenantDbs, storage: app.storage });
+    expect(real.staging.removed).toEqual([`.tmp/${staleName}`]);
+    expect(real.totals.bytesFreed).toBeGreaterThanOrEqual(4096);
+    expect(fs.existsSync(path.join(tmpDir, staleName))).toBe(false);
+    expect((await bySize()).has(100)).toBe(true); // the fresh one is an upload still in flight
+    await stale.discard();
+    await fresh.discard();
+  });
+
   it('removeFileIfOrphaned (for background cleanup) removes an unreferenced file with its bytes and quota, and nothing else', async () => {
     const o = await newOrg(app);
     const a = randomBytes(700);

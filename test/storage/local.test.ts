@@ -108,6 +108,27 @@ describe('local blob store', () => {
     }
   });
 
+  it('purges staging files older than the cutoff, keeping fresh ones, with a dry run', async () => {
+    const old = await store.stage(sourceOf(randomBytes(300)), { maxBytes: 10_000 });
+    const fresh = await store.stage(sourceOf(randomBytes(200)), { maxBytes: 10_000 });
+    const files = await tmpFiles();
+    expect(files).toHaveLength(2);
+    const hourAgo = new Date(Date.now() - 2 * 3_600_000);
+    // Age one of them (the one with 300 bytes).
+    const sizes = await Promise.all(files.map(async (f) => [f, (await fs.stat(path.join(root, '.tmp', f))).size] as const));
+    const oldName = sizes.find(([, size]) => size === 300)![0];
+    await fs.utimes(path.join(root, '.tmp', oldName), hourAgo, hourAgo);
+    const cutoff = new Date(Date.now() - 3_600_000);
+    expect(await store.purgeStaging(cutoff, { dryRun: true })).toEqual({ removed: [`.tmp/${oldName}`], bytes: 300 });
+    expect(await tmpFiles()).toHaveLength(2);
+    expect(await store.purgeStaging(cutoff)).toEqual({ removed: [`.tmp/${oldName}`], bytes: 300 });
+    expect(await tmpFiles()).toEqual(files.filter((f) => f !== oldName));
+    await old.discard(); // idempotent after the purge
+    await fresh.discard();
+    expect(await tmpFiles()).toEqual([]);
+    expect(await createLocalStore({ root: path.join(root, 'nothing-here') }).purgeStaging(new Date())).toEqual({ removed: [], bytes: 0 });
+  });
+
   it('concurrent identical commits store exactly once', async () => {
     const bytes = randomBytes(10_000);
     const staged = await Promise.all([1, 2, 3].map(() => store.stage(sourceOf(bytes), { maxBytes: 20_000 })));

@@ -116,6 +116,19 @@ describe('S3 blob store (s3rver)', () => {
     expect(await tmpObjects()).toEqual([]);
   });
 
+  it('purges staged objects left behind (crash between stage and commit) that are older than the cutoff', async () => {
+    const left = await store.stage(sourceOf(randomBytes(1234), 100), { maxBytes: 10_000 }); // never committed
+    expect(await tmpObjects()).toHaveLength(1);
+    expect(await store.purgeStaging(new Date(Date.now() - 3_600_000))).toEqual({ removed: [], bytes: 0 }); // too recent
+    const dry = await store.purgeStaging(new Date(Date.now() + 60_000), { dryRun: true });
+    expect(dry.removed).toHaveLength(1);
+    expect(dry.bytes).toBe(1234);
+    expect(await tmpObjects()).toHaveLength(1);
+    expect(await store.purgeStaging(new Date(Date.now() + 60_000))).toEqual(dry);
+    expect(await tmpObjects()).toEqual([]);
+    await left.discard(); // idempotent after the purge
+  });
+
   it('removes temp data and rethrows when the source errors mid-way', async () => {
     const boom = new Error('client went away');
     await expect(store.stage(failingSource(100_000, boom), { maxBytes: 1_000_000 })).rejects.toBe(boom);
