@@ -12,6 +12,7 @@ import { csrfMatches, resolveBearer, resolveCookie, type AuthDeps, type AuthUser
 import { dbDenylist, redisDenylist } from './revocation.js';
 import { memoryRateLimiter, redisRateLimiter } from './rate-limit.js';
 import { hmacKey } from './tokens.js';
+import { UUID_RE } from '../http/ids.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -27,7 +28,6 @@ declare module 'fastify' {
 }
 
 export const SESSION_COOKIE = 'session';
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 const failures = {

@@ -5,7 +5,8 @@
 import crypto from 'node:crypto';
 import type pg from 'pg';
 import { sql, type CompiledQuery, type InferResult, type Kysely } from 'kysely';
-import type { ControlSchema, Isolation, Role, User } from '../db/schema.js';
+import type { ControlSchema, User } from '../db/schema.js';
+import type { TenantContext } from '../tenants/context.js';
 import type { Config } from '../config.js';
 import { errors } from '../http/errors.js';
 import { hashPassword, verifyPassword } from './passwords.js';
@@ -215,18 +216,7 @@ export async function logout(deps: AuthDeps, user: AuthUser): Promise<void> {
  */
 export interface TenantLookup {
   tenantId: string;
-  tenant: MemberTenant | null;
-}
-
-export interface MemberTenant {
-  id: string;
-  name: string;
-  isolation: Isolation;
-  db_server: string | null;
-  db_name: string | null;
-  storage_quota_mb: number;
-  is_active: boolean;
-  role: Role;
+  tenant: TenantContext | null;
 }
 
 type Resolved = { user: AuthUser; tenantLookup?: TenantLookup } | { error: 'invalid' | 'expired' | 'revoked' | 'disabled' };
@@ -301,7 +291,7 @@ async function runLookup<R>(deps: AuthDeps, name: LookupName, values: string[]):
 async function findSessionUser(deps: AuthDeps, by: SessionLookup, value: string, tenantId?: string) {
   if (tenantId === undefined) return { row: await runLookup<SessionUserRow>(deps, by, [value]) };
   const row = await runLookup<SessionUserTenantRow>(deps, `${by}+tenant`, [tenantId, value]);
-  let tenant: MemberTenant | null = null;
+  let tenant: TenantContext | null = null;
   if (row?.t_id && row.t_role && row.t_name !== null && row.t_isolation !== null && row.t_storage_quota_mb !== null && row.t_is_active !== null) {
     tenant = {
       id: row.t_id, name: row.t_name, isolation: row.t_isolation, db_server: row.t_db_server, db_name: row.t_db_name,

@@ -10,9 +10,8 @@ import { sql, type Compilable, type Kysely } from 'kysely';
 import type { DocumentStatus, TenantSchema } from '../db/schema.js';
 import type { ReadResult, TenantTx } from '../db/tenant-db.js';
 import { queryTemplate } from '../db/template.js';
+import { UUID_RE } from '../http/ids.js';
 import { documentCountQuery, readDocumentCount } from './counts.js';
-
-export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface DocumentWithFile {
   id: string;

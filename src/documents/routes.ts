@@ -18,7 +18,8 @@ import {
   FileIdParams, FileListSchema, ListQuery, OrgFileDetail, OrgFileListSchema, OrgUploadResult, UpdateDocumentBody,
   type DocumentT, type ListQueryT,
 } from './schemas.js';
-import { documentById, getDocument, getFile, listFiles, readDocumentsPage, UUID_RE, type DocumentWithFile, type FileWithCount } from './queries.js';
+import { documentById, getDocument, getFile, listFiles, readDocumentsPage, type DocumentWithFile, type FileWithCount } from './queries.js';
+import { UUID_RE } from '../http/ids.js';
 import { placeUpload, receiveUpload } from './upload.js';
 import { auditEntryOf } from '../audit/plugin.js';
 import { auditRow } from '../audit/record.js';

@@ -14,7 +14,8 @@ import type { ControlSchema } from '../db/schema.js';
 import type { TenantDatabases, TenantRef, TenantTx } from '../db/tenant-db.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { sanitizeFilename } from '../storage/filename.js';
-import { getDocument, getFile, lockContent, UUID_RE, type DocumentWithFile } from './queries.js';
+import { getDocument, getFile, lockContent, type DocumentWithFile } from './queries.js';
+import { UUID_RE } from '../http/ids.js';
 import { releaseQuota } from './quota.js';
 
 export interface Actor {

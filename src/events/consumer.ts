@@ -24,6 +24,7 @@ import type { EventEnvelope } from './envelope.js';
 import { removeFileIfOrphaned } from '../documents/service.js';
 import type { Publisher } from './publishers/types.js';
 import type { OutboxSources } from './sources.js';
+import { UUID_RE } from '../http/ids.js';
 
 export interface ConsumerLogger {
   info(obj: object, msg?: string): void;
@@ -49,7 +50,6 @@ export interface EventConsumer {
   handleBatch(events: EventEnvelope[]): Promise<void>;
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 async function tenantRef(ctx: ConsumerContext, tenantId: string | null): Promise<TenantRef | undefined> {
   if (!tenantId || !UUID_RE.test(tenantId)) return undefined;

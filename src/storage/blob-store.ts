@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
+import { UUID_RE } from '../http/ids.js';
 
 export interface StagedBlob {
   /** Byte count and hex digests of the streamed bytes. */
@@ -55,7 +56,6 @@ export class BlobNotFoundError extends Error {
   }
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const SHA256_RE = /^[0-9a-f]{64}$/;
 
 /** Storage key of a tenant's content-addressed file. Only validated ids reach the key. */

@@ -13,6 +13,7 @@ import type { Isolation, Role, TenantSchema } from '../db/schema.js';
 import type { ReadResult, TenantTx } from '../db/tenant-db.js';
 import { errors } from '../http/errors.js';
 import { bindLog } from '../http/log.js';
+import { UUID_RE } from '../http/ids.js';
 
 export interface TenantContext {
   id: string;
@@ -43,7 +44,6 @@ declare module 'fastify' {
   }
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const RANK: Record<Role, number> = { viewer: 1, user: 2, admin: 3 };
 
 export function roleAtLeast(role: Role, min: Role): boolean {

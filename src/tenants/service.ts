@@ -17,6 +17,7 @@ import {
   countAdmins, getMember, getTenantRow, insertTenantWithAdmin, isUniqueViolation, listMembers, lockTenant,
   recordControlEvent, slugify, tenantNameTaken, type MemberRow,
 } from './queries.js';
+import { UUID_RE } from '../http/ids.js';
 
 export const INVITATION_TTL_MS = 7 * 24 * 3600 * 1000;
 
@@ -162,7 +163,6 @@ export async function deactivateTenant(deps: TenancyDeps, p: { tenantId: string;
   });
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const memberNotFound = () => errors.notFound('This user is not a member of the organization', 'member_not_found');
 const lastAdmin = () =>
   errors.conflict('The organization must keep at least one admin: promote another member first', 'last_admin');

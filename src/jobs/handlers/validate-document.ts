@@ -40,6 +40,7 @@ import { createCoalescer, type Coalescer } from '../coalesce.js';
 import { asError } from '../execute.js';
 import { inspectBlob } from '../inspect.js';
 import { PermanentJobError, type JobContext, type JobHandler, type JobRun } from '../types.js';
+import { UUID_RE } from '../../http/ids.js';
 
 export const VALIDATE_DOCUMENT = 'validate_document';
 
@@ -54,7 +55,6 @@ export type ValidationOutcome =
   | { status: 'ready' | 'failed'; document_id: string; error_message: string | null }
   | { status: 'skipped'; document_id: string; reason: string };
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MB = 1024 * 1024;
 
 interface TenantRow extends TenantRef {
