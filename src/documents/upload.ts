@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Multipart, MultipartFile } from '@fastify/multipart';
-import { pipeline as pipelineCb, Transform, Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError, errors } from '../http/errors.js';
 import { FileTooLargeError, fileKey, type BlobStore, type StagedBlob } from '../storage/blob-store.js';
@@ -45,35 +45,6 @@ const tooLarge = (limit: number) =>
 export function normalizeMimeType(declared: string | undefined): string {
   const t = (declared ?? '').split(';')[0].trim().toLowerCase();
   return MIME_RE.test(t) ? t : 'application/octet-stream';
-}
-
-/** Chunks of about this size reach the hash and the storage (one fs write / one S3 buffer append each). */
-const COALESCE_BYTES = 256 * 1024;
-
-/**
- * Gather the parser's small chunks (16-64 KB) into ~256 KB buffers: far fewer
- * hash calls, stream hops and storage writes per byte (each fs write is a
- * thread-pool round trip), for well under a MB of extra memory per upload.
- */
-function coalesce(size: number): Transform {
-  let parts: Buffer[] = [];
-  let length = 0;
-  return new Transform({
-    writableHighWaterMark: size,
-    readableHighWaterMark: size,
-    transform(chunk: Buffer, _encoding, callback) {
-      parts.push(chunk);
-      length += chunk.length;
-      if (length < size) return callback();
-      const out = Buffer.concat(parts, length);
-      parts = [];
-      length = 0;
-      callback(null, out);
-    },
-    flush(callback) {
-      callback(null, length > 0 ? Buffer.concat(parts, length) : undefined);
-    },
-  });
 }
 
 async function drain(stream: NodeJS.ReadableStream): Promise<void> {
@@ -149,10 +120,9 @@ export async function receiveUpload(
       p.file.once('error', () => { sourceFailed = true; });
       // A body the parser already found broken (truncated, aborted): refuse before staging anything.
       if (p.file.errored || p.file.destroyed) throw parserError(p.file.errored ?? new Error('upload aborted'), maxBytes);
-      // Errors travel both ways: a failing part destroys the coalescer, a failing stage destroys the part.
-      const source = pipelineCb(p.file, coalesce(COALESCE_BYTES), () => undefined);
       try {
-        staged = await storage.stage(source, { maxBytes });
+        // The store reads the part itself and destroys it if the staging fails.
+        staged = await storage.stage(p.file, { maxBytes });
       } catch (err) {
         if (err instanceof FileTooLargeError) {
           reply.header('connection', 'close');

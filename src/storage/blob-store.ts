@@ -97,12 +97,14 @@ export function assertMaxBytes(maxBytes: number): void {
 }
 
 /**
- * A pass-through Transform that counts bytes and computes SHA-256 and MD5 of
- * everything that flows through it; it errors with FileTooLargeError as soon as
- * more than `maxBytes` have arrived (the over-limit chunk is not passed on).
- * `digest()` is valid once the transform has finished.
+ * Counts bytes and computes SHA-256 and MD5 of everything it is given, and
+ * fails with FileTooLargeError as soon as more than `maxBytes` have arrived
+ * (the over-limit chunk is not hashed). `update` is the direct form (a store that
+ * reads its source itself); `transform` is the same as a pass-through stream
+ * (the over-limit chunk is not passed on). `digest()` is valid once every byte went through.
  */
 export function createHashMeter(maxBytes: number): {
+  update(chunk: Buffer): void;
   transform: Transform;
   digest(): { size: number; sha256: string; md5: string };
 } {
@@ -111,19 +113,25 @@ export function createHashMeter(maxBytes: number): {
   const md5 = createHash('md5');
   let size = 0;
   let result: { size: number; sha256: string; md5: string } | undefined;
+  function update(chunk: Buffer): void {
+    size += chunk.length;
+    if (size > maxBytes) throw new FileTooLargeError(maxBytes);
+    sha256.update(chunk);
+    md5.update(chunk);
+  }
   const transform = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
-      size += chunk.length;
-      if (size > maxBytes) {
-        callback(new FileTooLargeError(maxBytes));
+      try {
+        update(chunk);
+      } catch (err) {
+        callback(err as Error);
         return;
       }
-      sha256.update(chunk);
-      md5.update(chunk);
       callback(null, chunk);
     },
   });
   return {
+    update,
     transform,
     digest() {
       result ??= { size, sha256: sha256.digest('hex'), md5: md5.digest('hex') };

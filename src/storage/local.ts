@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import fs from 'node:fs/promises';
+import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import {
   assertKey,
   assertRange,
@@ -30,6 +29,70 @@ async function syncDir(dir: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/** Staged bytes are written in blocks of this size, from two buffers per upload that take turns. */
+const BLOCK_BYTES = 512 * 1024;
+/** Idle write buffers kept for the next uploads (4 MB at most). */
+const SPARE_BLOCKS = 8;
+const spareBlocks: Buffer[] = [];
+
+function takeBlock(): Buffer {
+  return spareBlocks.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES);
+}
+
+function returnBlock(block: Buffer): void {
+  if (spareBlocks.length < SPARE_BLOCKS) spareBlocks.push(block);
+}
+
+async function writeFully(handle: FileHandle, block: Buffer, length: number): Promise<void> {
+  for (let done = 0; done < length; ) {
+    const { bytesWritten } = await handle.write(block, done, length - done, null);
+    done += bytesWritten;
+  }
+}
+
+/**
+ * Copy `source` into `handle` through two reusable blocks: one fills while the
+ * other is being written, so the disk write of one block overlaps the receipt
+ * of the next. Every chunk goes to `onChunk` (hash, size limit) before it is
+ * copied. Nothing is allocated per chunk, so the memory an upload holds is the
+ * two blocks, and the writes are few and large. If `onChunk`, a write or the
+ * source fails, the source is destroyed (the loop leaves it) and the error is thrown.
+ */
+async function copyInBlocks(source: AsyncIterable<Buffer>, handle: FileHandle, onChunk: (chunk: Buffer) => void): Promise<void> {
+  const blocks = [takeBlock(), takeBlock()];
+  let current = 0;
+  let filled = 0;
+  // The write in flight settles to its error (or null), so a failure is never left unhandled while the loop waits on the source.
+  let writing: Promise<unknown> | null = null;
+  const settle = async () => {
+    const failure = await writing;
+    writing = null;
+    if (failure) throw failure;
+  };
+  const flush = async () => {
+    await settle();
+    writing = writeFully(handle, blocks[current], filled).then(() => null, (err: unknown) => err ?? new Error('write failed'));
+    current ^= 1;
+    filled = 0;
+  };
+  try {
+    for await (const chunk of source) {
+      onChunk(chunk);
+      for (let offset = 0; offset < chunk.length; ) {
+        const n = chunk.copy(blocks[current], filled, offset);
+        filled += n;
+        offset += n;
+        if (filled === BLOCK_BYTES) await flush();
+      }
+    }
+    if (filled > 0) await flush();
+    await settle();
+  } finally {
+    await writing; // settles to a value, never rejects
+    blocks.forEach(returnBlock);
   }
 }
 
@@ -122,7 +185,9 @@ export function createLocalStore(opts: { root: string; durable?: boolean }): Blo
       // opening write stream is still opening, the file would appear after our cleanup.
       const handle = await fs.open(tmp, 'wx');
       try {
-        await pipeline(source, meter.transform, handle.createWriteStream({ flush: durable }));
+        await copyInBlocks(source as AsyncIterable<Buffer>, handle, meter.update);
+        if (durable) await handle.sync();
+        await handle.close();
       } catch (err) {
         await handle.close().catch(() => {});
         await removeQuietly(tmp);

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BlobNotFoundError, FileTooLargeError, fileKey, type BlobStore } from '../../src/storage/blob-store.js';
 import { createBlobStore } from '../../src/storage/index.js';
 import { createLocalStore } from '../../src/storage/local.js';
@@ -240,6 +240,79 @@ describe('local blob store', () => {
     const blocker = path.join(root, 'not-a-dir');
     await fs.writeFile(blocker, 'x');
     await expect(createLocalStore({ root: blocker }).ping()).rejects.toThrow();
+  });
+
+  it('writes every byte in order across its write blocks (odd chunk sizes, chunks straddling blocks)', async () => {
+    // 2.6 blocks of 512 KB, in chunks that never line up with a block edge, plus one tiny chunk.
+    const bytes = randomBytes(1_363_157);
+    for (const chunkSize of [70_001, 1, 524_289]) {
+      const staged = await store.stage(sourceOf(bytes.subarray(0, chunkSize === 1 ? 4099 : bytes.length), chunkSize), {
+        maxBytes: bytes.length,
+      });
+      const expected = chunkSize === 1 ? bytes.subarray(0, 4099) : bytes;
+      expect(staged.size).toBe(expected.length);
+      expect({ sha256: staged.sha256, md5: staged.md5 }).toEqual(digest(expected));
+      const key = fileKey(TENANT, staged.sha256);
+      await staged.commit(key);
+      expect((await readAll(await store.get(key))).equals(expected), `chunks of ${chunkSize}`).toBe(true);
+    }
+  });
+
+  it('keeps concurrent uploads apart (write blocks are reused between uploads)', async () => {
+    const inputs = Array.from({ length: 6 }, (_, i) => randomBytes(700_000 + i * 123_457));
+    const staged = await Promise.all(inputs.map((b, i) => store.stage(sourceOf(b, 30_000 + i * 7_001), { maxBytes: 10_000_000 })));
+    for (const [i, s] of staged.entries()) {
+      const key = fileKey(TENANT, s.sha256);
+      await s.commit(key);
+      expect((await readAll(await store.get(key))).equals(inputs[i]), `upload ${i}`).toBe(true);
+    }
+  });
+
+  it('on a slow disk, a block is refilled only after its write finished', async () => {
+    const probe = await fs.open(path.join(root, 'probe'), 'w');
+    const fileHandleProto = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const realWrite = fileHandleProto.write;
+    // Each write starts 5 ms late, as on a busy disk: the bytes are read from the block only then.
+    const spy = vi.spyOn(fileHandleProto, 'write').mockImplementation(function (this: unknown, ...args: unknown[]) {
+      return new Promise((r) => setTimeout(r, 5)).then(() => realWrite.apply(this, args));
+    });
+    try {
+      const bytes = randomBytes(3 * 1024 * 1024 + 5);
+      const staged = await store.stage(sourceOf(bytes, 65_536), { maxBytes: bytes.length });
+      const key = fileKey(TENANT, staged.sha256);
+      await staged.commit(key);
+      expect((await readAll(await store.get(key))).equals(bytes)).toBe(true);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('a failing disk write fails the staging: the error is thrown, the source destroyed, nothing left behind', async () => {
+    const probe = await fs.open(path.join(root, 'probe'), 'w');
+    const fileHandleProto = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const realWrite = fileHandleProto.write;
+    let writes = 0;
+    const spy = vi.spyOn(fileHandleProto, 'write').mockImplementation(function (this: unknown, ...args: unknown[]) {
+      if (++writes === 2) return Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
+      return realWrite.apply(this, args);
+    });
+    try {
+      const source = endlessSource();
+      const err = await store.stage(source, { maxBytes: 100 * 1024 * 1024 }).catch((e: unknown) => e);
+      expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      expect(source.destroyed).toBe(true);
+      expect(await tmpFiles()).toEqual([]);
+    } finally {
+      spy.mockRestore();
+    }
+    // The next upload is whole (the failed one's blocks went back to the pool only once its writes had settled).
+    const bytes = randomBytes(1_100_000);
+    const staged = await store.stage(sourceOf(bytes, 65_536), { maxBytes: bytes.length });
+    const key = fileKey(TENANT, staged.sha256);
+    await staged.commit(key);
+    expect((await readAll(await store.get(key))).equals(bytes)).toBe(true);
   });
 
   it('stages a 50 MB stream in bounded memory', async () => {
