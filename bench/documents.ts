@@ -1,5 +1,6 @@
 /**
- * Documents benchmark (issue #4): the real server as a child process (local-disk
+ * Documents benchmark (issue #4): the real server as a child process, started as
+ * `npm start` starts it (bench/lib/server.ts: package.json's start flags, dist/) (local-disk
  * storage under a temp DATA_DIR; PostgreSQL scratch database + Redis, so no job
  * runs inside the API process and the figures are the upload/download path alone),
  * driven over loopback HTTP with streaming bodies (never app.inject):
@@ -11,12 +12,13 @@
  *
  * Targets: peak RSS < 150 MB for any size; 200 MB upload >= 50 % of cp.
  *
- *   npx tsx bench/documents.ts [--small-count 30] [--big-mb 200] [--huge-mb 1024] [--runs 3] [--cpu-prof DIR] [--node-args '--max-semi-space-size=2']
+ *   npx tsx bench/documents.ts [--small-count 30] [--big-mb 200] [--huge-mb 1024] [--runs 3] [--cpu-prof DIR] [--node-args='--max-semi-space-size=8']
  *
  * Environment: BENCH_DATABASE_URL (or TEST_DATABASE_URL; default
- * postgres://postgres@127.0.0.1:5432/postgres), REDIS_URL (default redis://127.0.0.1:6379).
+ * postgres://postgres@127.0.0.1:5432/postgres), REDIS_URL (default redis://127.0.0.1:6379);
+ * BENCH_SERVER_<NAME>=value is passed to the server as <NAME> (e.g. BENCH_SERVER_MALLOC_ARENA_MAX).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -26,7 +28,7 @@ import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { createScratchDatabase, withClient, type ScratchDatabase } from './lib/pg.js';
-import { freePort, memoryOf, trackPeakRss } from './lib/server.js';
+import { memoryOf, startServer, trackPeakRss, type BenchServer } from './lib/server.js';
 import { table } from './lib/report.js';
 
 const { values: opts } = parseArgs({
@@ -67,63 +69,6 @@ function makeFile(dir: string, name: string, mb: number): string {
     fs.closeSync(fd);
   }
   return file;
-}
-
-interface Server {
-  pid: number;
-  url: string;
-  output(): string;
-  stop(): Promise<void>;
-}
-
-/**
- * The server as `npm start` runs it — compiled JavaScript, no TypeScript loader in
- * the process (tsx alone adds ~70 MB of RSS) — transpiled here with esbuild into `dir`.
- */
-async function startCompiledServer(dir: string, env: Record<string, string>, nodeArgs: string[] = []): Promise<Server> {
-  const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-  const sources = (fs.readdirSync(path.join(root, 'src'), { recursive: true }) as string[])
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
-    .map((f) => path.join(root, 'src', f));
-  execFileSync(path.join(root, 'node_modules/.bin/esbuild'), [...sources, `--outdir=${path.join(dir, 'src')}`, '--format=esm', '--platform=node', '--log-level=error']);
-  fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
-  fs.copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
-
-  const port = await freePort();
-  const proc = spawn(process.execPath, [...nodeArgs, 'src/server.js'], {
-    cwd: dir,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', ...env, PORT: String(port) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  const collect = (d: Buffer) => { out = (out + d.toString()).slice(-50_000); };
-  proc.stdout!.on('data', collect);
-  proc.stderr!.on('data', collect);
-  let exited = false;
-  const exit = new Promise<void>((resolve) => proc.once('exit', () => { exited = true; resolve(); }));
-  const url = `http://127.0.0.1:${port}`;
-  for (const deadline = Date.now() + 60_000; ;) {
-    if (exited) throw new Error(`the server exited before answering:\n${out}`);
-    const ok = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false);
-    if (ok) break;
-    if (Date.now() > deadline) {
-      proc.kill('SIGKILL');
-      throw new Error(`the server did not answer /health in time:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return {
-    pid: proc.pid!,
-    url,
-    output: () => out,
-    async stop() {
-      if (exited) return;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-      await exit;
-      clearTimeout(timer);
-    },
-  };
 }
 
 /** Stream `file` as multipart/form-data (field `file`) with node:http; resolves with the status, body and time. */
@@ -199,7 +144,7 @@ async function main() {
   const uploadFolder = path.join(dataDir, 'uploads');
   const prefix = `tbbenchdocs${crypto.randomBytes(4).toString('hex')}:`;
   let db: ScratchDatabase | null = null;
-  let server: Server | null = null;
+  let server: BenchServer | null = null;
 
   const cleanup = async () => {
     await server?.stop().catch(() => undefined);
@@ -235,9 +180,7 @@ async function main() {
     settle();
 
     db = await createScratchDatabase('tb_bench_docs');
-    const appDir = path.join(work, 'app');
-    fs.mkdirSync(appDir);
-    server = await startCompiledServer(appDir, {
+    server = await startServer({ env: {
         NODE_ENV: 'production',
         SECRET_KEY: crypto.randomBytes(32).toString('base64url'),
         JWT_SECRET_KEY: crypto.randomBytes(32).toString('base64url'),
@@ -250,10 +193,12 @@ async function main() {
         UPLOAD_FOLDER: uploadFolder,
         MAX_FILE_SIZE_MB: String(Math.max(HUGE_MB, BIG_MB) + 1),
         STORAGE_QUOTA_MB: '10000000',
-    }, [
-      ...(opts['node-args'] ? opts['node-args'].split(/\s+/).filter(Boolean) : []),
-      ...(opts['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(opts['cpu-prof'])}`] : []),
-    ]);
+      },
+      nodeArgs: [
+        ...(opts['node-args'] ? opts['node-args'].split(/\s+/).filter(Boolean) : []),
+        ...(opts['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(opts['cpu-prof'])}`] : []),
+      ],
+    });
     const srv = server;
     const idleRss = memoryOf(srv.pid)?.rss ?? NaN;
     log(`server pid ${srv.pid} at ${srv.url}, idle RSS ${fmtMiB(idleRss)}`);

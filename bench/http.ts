@@ -251,9 +251,6 @@ async function main(): Promise<number> {
       DATA_DIR: dataDir,
       STORAGE_QUOTA_MB: '10000000',
     };
-    for (const [k, v] of Object.entries(process.env)) {
-      if (k.startsWith('BENCH_SERVER_') && v !== undefined) serverEnv[k.slice('BENCH_SERVER_'.length)] = v;
-    }
     const nodeArgs: string[] = [];
     if (opts['cpu-prof']) {
       fs.mkdirSync(opts['cpu-prof'], { recursive: true });

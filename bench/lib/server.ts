@@ -1,8 +1,9 @@
 /**
- * The API server as a child process for benchmarks: what `npm start` runs,
- * `node dist/src/server.js`, built once per benchmark run from the current
- * sources (`tsc -p tsconfig.build.json`), so neither the tsx loader's thread
- * nor on-the-fly compilation is measured. The child's pid is the node process
+ * The API server as a child process for benchmarks: what `npm start` runs —
+ * its environment assignments and node flags read from package.json's `start`
+ * script, then `dist/src/server.js`, built once per benchmark run from the
+ * current sources (`tsc -p tsconfig.build.json`) — so neither the tsx loader's
+ * thread nor on-the-fly compilation is measured. The child's pid is the node process
  * itself, so /proc/<pid>/status is its memory. The port is picked here
  * (production logs at warn do not print the listening line).
  */
@@ -49,11 +50,46 @@ export function buildServer(): Promise<void> {
   return built;
 }
 
+/**
+ * `npm start` without npm: the variables and node flags of package.json's `start`
+ * script (`[NAME=value ...] node [--flag ...] dist/src/server.js`).
+ */
+export function startCommand(): { env: Record<string, string>; nodeArgs: string[] } {
+  const pkg = JSON.parse(fs.readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> };
+  const words = pkg.scripts.start.trim().split(/\s+/);
+  const env: Record<string, string> = {};
+  let i = 0;
+  for (; /^[A-Z_][A-Z0-9_]*=/.test(words[i] ?? ''); i++) {
+    const eq = words[i].indexOf('=');
+    env[words[i].slice(0, eq)] = words[i].slice(eq + 1);
+  }
+  const nodeArgs = words.slice(i + 1, -1);
+  if (words[i] !== 'node' || words.at(-1) !== 'dist/src/server.js' || nodeArgs.some((a) => !a.startsWith('--'))) {
+    throw new Error(`package.json "start" is not [NAME=value ...] node [--flag ...] dist/src/server.js: ${pkg.scripts.start}`);
+  }
+  return { env, nodeArgs };
+}
+
+/**
+ * Start the built server as `npm start` does. Environment: the start script's
+ * variables, then `opts.env`, then BENCH_SERVER_<NAME>=value from the bench's own
+ * environment as <NAME> (e.g. BENCH_SERVER_NODE_OPTIONS); node flags: the start
+ * script's, then `opts.nodeArgs` (later flags win).
+ */
 export async function startServer(opts: { env: Record<string, string>; nodeArgs?: string[]; startTimeoutMs?: number }): Promise<BenchServer> {
   await buildServer();
   const port = await freePort();
-  const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1', ...opts.env, PORT: String(port) };
-  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), 'dist/src/server.js'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const start = startCommand();
+  const overrides: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (k.startsWith('BENCH_SERVER_') && v !== undefined) overrides[k.slice('BENCH_SERVER_'.length)] = v;
+  }
+  const env = {
+    PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HOST: '127.0.0.1',
+    ...start.env, ...opts.env, ...overrides, PORT: String(port),
+  };
+  const nodeArgs = [...start.nodeArgs, ...(opts.nodeArgs ?? [])];
+  const proc = spawn(process.execPath, [...nodeArgs, 'dist/src/server.js'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const collect = (d: Buffer) => {
     out += d.toString();

@@ -264,7 +264,20 @@ describe('Dockerfile', () => {
   it('exposes 4999, has a HEALTHCHECK on /health and starts the API', () => {
     expect(find(runtime, 'EXPOSE').join(' ')).toMatch(/\b4999\b/);
     expect(find(runtime, 'HEALTHCHECK').join(' ')).toMatch(/127\.0\.0\.1:4999\/health/);
-    expect(find(runtime, 'CMD').at(-1)).toBe('CMD ["node","dist/src/server.js"]');
+    expect(find(runtime, 'CMD').at(-1)).toMatch(/^CMD \["node",.*"dist\/src\/server\.js"\]$/);
+  });
+
+  it('starts the API as `npm start` does: the same node flags and variables in the image and in compose', () => {
+    const start = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts.start.trim().split(/\s+/);
+    const vars = start.filter((w) => /^[A-Z_][A-Z0-9_]*=/.test(w));
+    const command = start.slice(vars.length);
+    expect(command[0]).toBe('node');
+    expect(command.at(-1)).toBe('dist/src/server.js');
+    expect(command.length, 'the start script keeps its memory flags').toBeGreaterThan(2);
+    expect(find(runtime, 'CMD').at(-1)).toBe(`CMD ${JSON.stringify(command)}`);
+    expect([services.api.command].flat()).toEqual(command);
+    const env = find(runtime, 'ENV').join(' ');
+    for (const v of vars) expect(env, v).toMatch(new RegExp(`(^|\\s)${v.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`));
   });
 
   it('keeps secrets and build output out of the build context', () => {
