@@ -99,8 +99,9 @@ async function copyInBlocks(source: AsyncIterable<Buffer>, handle: FileHandle, o
 /**
  * Blob store on the local filesystem: `${root}/<key>`, staging in `${root}/.tmp`.
  * Durable like the database row that points at a blob: the staged file is
- * flushed to disk before it is closed, and a new key's directory entry before
- * commit() returns, so a row committed after commit() never outlives its bytes
+ * flushed to disk before it is closed, and a new key's directory entry (with the
+ * entries of any directories created for it) before commit() returns, so a row
+ * committed after commit() never outlives its bytes
  * in a power loss (`durable: false` skips both, for tests and scratch data).
  */
 export function createLocalStore(opts: { root: string; durable?: boolean }): BlobStore {
@@ -118,22 +119,35 @@ export function createLocalStore(opts: { root: string; durable?: boolean }): Blo
     return full;
   }
 
-  async function commitFile(tmp: string, target: string): Promise<boolean> {
-    await fs.mkdir(path.dirname(target), { recursive: true });
+  /**
+   * Link the staged file at `target` unless something is there already. Returns
+   * whether it was stored, and the directories to flush for that: the target's
+   * own, and the parent of every directory this call had to create (each new
+   * directory is an entry in its parent).
+   */
+  async function commitFile(tmp: string, target: string): Promise<{ stored: boolean; dirsToSync: string[] }> {
+    const dir = path.dirname(target);
+    const firstCreated = await fs.mkdir(dir, { recursive: true });
+    const dirsToSync = [dir];
+    if (firstCreated) {
+      for (let d = dir; d.length > root.length; d = path.dirname(d)) {
+        dirsToSync.push(path.dirname(d));
+        if (d === firstCreated) break;
+      }
+    }
     try {
       // link() is an atomic "create unless it exists", so concurrent identical
       // commits cannot both report stored:true.
       await fs.link(tmp, target);
     } catch (err) {
       const code = errorCode(err);
-      if (code === 'EEXIST') return false;
+      if (code === 'EEXIST') return { stored: false, dirsToSync };
       if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
       // Filesystem without hard links: check, then rename.
-      if (await exists(target)) return false;
+      if (await exists(target)) return { stored: false, dirsToSync };
       await fs.rename(tmp, target);
-      return true;
     }
-    return true;
+    return { stored: true, dirsToSync };
   }
 
   async function exists(file: string): Promise<boolean> {
@@ -202,8 +216,8 @@ export function createLocalStore(opts: { root: string; durable?: boolean }): Blo
         async commit(key) {
           if (state !== 'staged') throw new Error(`staged blob already ${state}`);
           const target = keyPath(key);
-          const stored = await commitFile(tmp, target);
-          if (stored && durable) await syncDir(path.dirname(target));
+          const { stored, dirsToSync } = await commitFile(tmp, target);
+          if (stored && durable) for (const dir of dirsToSync) await syncDir(dir);
           state = 'committed';
           await removeQuietly(tmp);
           return { stored };

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -77,31 +78,46 @@ describe('local blob store', () => {
     expect(await filesUnder(path.join(root, 'tenants'))).toHaveLength(1);
   });
 
-  it('is durable: flushes the staged file and the new key\'s directory to disk (and only when asked)', async () => {
+  it('is durable: flushes the staged file, the new key\'s directory and every directory created for it (and only when asked)', async () => {
     const probe = await fs.open(path.join(root, 'probe'), 'w');
     const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void> };
     await probe.close();
+    const realRoot = await fs.realpath(root);
     const synced: string[] = [];
     const original = proto.sync;
     proto.sync = function (this: { fd: number }) {
-      synced.push(String(this.fd));
+      const target = readlinkSync(`/proc/self/fd/${this.fd}`);
+      synced.push(path.relative(realRoot, target).split(path.sep).join('/').replace(/^\.tmp\/.*/, '(staged file)') || '(root)');
       return original.call(this);
     };
+    const keyOf = (data: Buffer) => fileKey(TENANT, digest(data).sha256);
+    const dirOf = (key: string) => path.posix.dirname(key);
     try {
       const data = randomBytes(1000);
-      const key = fileKey(TENANT, digest(data).sha256);
+      const key = keyOf(data);
       const staged = await store.stage(sourceOf(data), { maxBytes: 10_000 });
-      expect(synced).toHaveLength(1); // the staged file, before close
+      expect(synced).toEqual(['(staged file)']);
       expect(await staged.commit(key)).toEqual({ stored: true });
-      expect(synced).toHaveLength(2); // the directory that got the new link
+      // A fresh root: tenants/<t>/files/xx/yy was created, so each new directory's entry in its parent is flushed too.
+      const t = `tenants/${TENANT}`;
+      expect(synced.slice(1)).toEqual([dirOf(key), path.posix.dirname(dirOf(key)), `${t}/files`, t, 'tenants', '(root)']);
+
+      synced.length = 0;
       const again = await store.stage(sourceOf(data), { maxBytes: 10_000 });
       expect(await again.commit(key)).toEqual({ stored: false });
-      expect(synced).toHaveLength(3); // staged, but an existing key needs no directory sync
+      expect(synced).toEqual(['(staged file)']); // an existing key needs no directory sync
+
+      // Same tenant, other content: only the directories this commit created (and its own) are flushed.
+      let other = randomBytes(1000);
+      while (keyOf(other).slice(0, `${t}/files/xx`.length) === key.slice(0, `${t}/files/xx`.length)) other = randomBytes(1000);
+      synced.length = 0;
+      await (await store.stage(sourceOf(other), { maxBytes: 10_000 })).commit(keyOf(other));
+      expect(synced).toEqual(['(staged file)', dirOf(keyOf(other)), path.posix.dirname(dirOf(keyOf(other))), `${t}/files`]);
 
       synced.length = 0;
       const scratch = createLocalStore({ root, durable: false });
-      const other = randomBytes(1000);
-      await (await scratch.stage(sourceOf(other), { maxBytes: 10_000 })).commit(fileKey(TENANT, digest(other).sha256));
+      const third = randomBytes(1000);
+      await (await scratch.stage(sourceOf(third), { maxBytes: 10_000 })).commit(keyOf(third));
       expect(synced).toHaveLength(0);
     } finally {
       proto.sync = original;
