@@ -101,8 +101,8 @@ async function copyInBlocks(source: AsyncIterable<Buffer>, handle: FileHandle, o
  * Durable like the database row that points at a blob: the staged file is
  * flushed to disk before it is closed, and a new key's directory entry (with the
  * entries of any directories created for it) before commit() returns, so a row
- * committed after commit() never outlives its bytes
- * in a power loss (`durable: false` skips both, for tests and scratch data).
+ * committed after commit() never outlives its bytes in a power loss
+ * (`durable: false` skips both, for tests and scratch data).
  */
 export function createLocalStore(opts: { root: string; durable?: boolean }): BlobStore {
   const durable = opts.durable ?? true;
