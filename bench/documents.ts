@@ -239,37 +239,29 @@ async function main() {
     // then an identical re-upload of the first file.
     fs.mkdirSync(uploadFolder, { recursive: true });
     const bigSize = fs.statSync(bigs[0]).size;
-    let cpMs = Infinity;
-    for (const f of bigs) {
-      const target = path.join(dataDir, 'cp-copy.bin');
-      settle();
-      const t = performance.now();
-      execFileSync('cp', [f, target]);
-      cpMs = Math.min(cpMs, performance.now() - t);
-      fs.rmSync(target);
-    }
+    /** Best time (ms) over the big files of copying one into `name` on the upload disk with `copy`. */
+    const bestCopyMs = (name: string, copy: (from: string, to: string) => void) => {
+      let best = Infinity;
+      for (const f of bigs) {
+        const target = path.join(dataDir, name);
+        settle();
+        const t = performance.now();
+        copy(f, target);
+        best = Math.min(best, performance.now() - t);
+        fs.rmSync(target);
+      }
+      return best;
+    };
+    const cpMs = bestCopyMs('cp-copy.bin', (from, to) => execFileSync('cp', [from, to]));
     const cpRate = mbps(bigSize, cpMs);
     // The upload is durable (the local store fsyncs the file before the row commits): the same for cp.
-    let cpSyncMs = Infinity;
-    for (const f of bigs) {
-      const target = path.join(dataDir, 'cp-sync-copy.bin');
-      settle();
-      const t = performance.now();
-      execFileSync('cp', [f, target]);
-      execFileSync('sync', [target]);
-      cpSyncMs = Math.min(cpSyncMs, performance.now() - t);
-      fs.rmSync(target);
-    }
+    const cpSyncMs = bestCopyMs('cp-sync-copy.bin', (from, to) => {
+      execFileSync('cp', [from, to]);
+      execFileSync('sync', [to]);
+    });
     const cpSyncRate = mbps(bigSize, cpSyncMs);
-    let ddMs = Infinity; // a user-space streaming copy (read + write, 1 MB blocks), as the server does
-    for (const f of bigs) {
-      const target = path.join(dataDir, 'dd-copy.bin');
-      settle();
-      const t = performance.now();
-      execFileSync('dd', [`if=${f}`, `of=${target}`, 'bs=1M', 'status=none']);
-      ddMs = Math.min(ddMs, performance.now() - t);
-      fs.rmSync(target);
-    }
+    // A user-space streaming copy (read + write, 1 MB blocks), as the server does.
+    const ddMs = bestCopyMs('dd-copy.bin', (from, to) => execFileSync('dd', [`if=${from}`, `of=${to}`, 'bs=1M', 'status=none']));
     // What any upload here must do at least once per byte: SHA-256 and MD5 on one thread.
     const sample = fs.readFileSync(bigs[0]).subarray(0, 64 * MB);
     let hashMs = Infinity;

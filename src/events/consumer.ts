@@ -50,7 +50,6 @@ export interface EventConsumer {
   handleBatch(events: EventEnvelope[]): Promise<void>;
 }
 
-
 async function tenantRef(ctx: ConsumerContext, tenantId: string | null): Promise<TenantRef | undefined> {
   if (!tenantId || !UUID_RE.test(tenantId)) return undefined;
   return ctx.db
