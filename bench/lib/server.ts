@@ -54,8 +54,8 @@ export function buildServer(): Promise<void> {
  * `npm start` without npm: the variables and node flags of package.json's `start`
  * script (`[NAME=value ...] node [--flag ...] dist/src/server.js`).
  */
-export function startCommand(): { env: Record<string, string>; nodeArgs: string[] } {
-  const pkg = JSON.parse(fs.readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> };
+export function startCommand(packageJson = 'package.json'): { env: Record<string, string>; nodeArgs: string[] } {
+  const pkg = JSON.parse(fs.readFileSync(packageJson, 'utf8')) as { scripts: Record<string, string> };
   const words = pkg.scripts.start.trim().split(/\s+/);
   const env: Record<string, string> = {};
   let i = 0;
