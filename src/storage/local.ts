@@ -109,6 +109,23 @@ export function createLocalStore(opts: { root: string; durable?: boolean }): Blo
   const root = path.resolve(opts.root);
   const tmpDir = path.join(root, TMP_DIR);
 
+  /** The staging directory is created by the first upload (and again if something removed it), not by every one. */
+  let tmpDirReady: Promise<unknown> | null = null;
+  async function openStagingFile(file: string): Promise<FileHandle> {
+    tmpDirReady ??= fs.mkdir(tmpDir, { recursive: true }).catch((err: unknown) => {
+      tmpDirReady = null;
+      throw err;
+    });
+    await tmpDirReady;
+    try {
+      return await fs.open(file, 'wx');
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT') throw err;
+      await fs.mkdir(tmpDir, { recursive: true });
+      return fs.open(file, 'wx');
+    }
+  }
+
   /** Absolute path of a key; it always stays inside root and never reaches the staging directory. */
   function keyPath(key: string): string {
     assertKey(key);
@@ -193,11 +210,9 @@ export function createLocalStore(opts: { root: string; durable?: boolean }): Blo
 
     async stage(source, { maxBytes }): Promise<StagedBlob> {
       const meter = createHashMeter(maxBytes);
-      await fs.mkdir(tmpDir, { recursive: true });
       const tmp = path.join(tmpDir, randomUUID());
-      // Open (create) the temp file before piping: if the source fails while a lazily
-      // opening write stream is still opening, the file would appear after our cleanup.
-      const handle = await fs.open(tmp, 'wx');
+      // Open (create) the temp file before reading the source, so a failing source never leaves one behind.
+      const handle = await openStagingFile(tmp);
       try {
         await copyInBlocks(source as AsyncIterable<Buffer>, handle, meter.update);
         if (durable) await handle.sync();
