@@ -292,6 +292,34 @@ describe('the validation and error mechanisms', () => {
     await probe.close();
   });
 
+  it('answers requests that arrive while the server closes with 503 problem+json and Retry-After', async () => {
+    // buildApp turns Fastify's own closing answer (plain JSON) off for this one.
+    const probe = Fastify({ return503OnClosing: false });
+    await probe.register(errorHandlerPlugin);
+    let release = () => {};
+    probe.get('/slow', () => new Promise((r) => (release = () => r({ ok: true }))));
+    probe.get('/fast', async () => ({ ok: true }));
+    await probe.listen({ port: 0, host: '127.0.0.1' });
+    const socket = net.connect((probe.server.address() as AddressInfo).port, '127.0.0.1');
+    let got = '';
+    socket.on('data', (c) => (got += c.toString()));
+    socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    const closed = probe.close();
+    await new Promise((r) => setTimeout(r, 50));
+    socket.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    release();
+    await closed;
+    await new Promise((r) => socket.on('close', r));
+    const second = got.slice(got.indexOf('HTTP/1.1', 1));
+    const answer = parseRaw(second);
+    expect(answer.status).toBe(503);
+    expect(answer.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(answer.headers['retry-after']).toBe('1');
+    expect(JSON.parse(answer.body)).toMatchObject({ code: 'shutting_down', error: expect.any(String) });
+  });
+
   it('walks deep input without overflowing the stack', async () => {
     const probe = Fastify({ schemaController: { compilersFactory: { buildValidator: buildValidator() as any } }, bodyLimit: 10 * 1024 * 1024 });
     await probe.register(errorHandlerPlugin);
