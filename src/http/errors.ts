@@ -197,11 +197,10 @@ export const errorHandlerPlugin = fp(
     app.addHook('preClose', async () => {
       closing = true;
     });
-    app.addHook('onRequest', async (_request, reply) => {
-      if (closing) {
-        reply.header('connection', 'close');
-        throw new AppError(503, 'shutting_down', 'The server is shutting down, try again', { 'retry-after': '1' });
-      }
+    app.addHook('onRequest', (_request, reply, done) => {
+      if (!closing) return done();
+      reply.header('connection', 'close');
+      done(new AppError(503, 'shutting_down', 'The server is shutting down, try again', { 'retry-after': '1' }));
     });
     app.setNotFoundHandler((request, reply) =>
       sendProblem(reply, problem(404, 'not_found', `No route for ${request.method} ${request.url.split('?')[0]}`)),
