@@ -17,7 +17,7 @@
  * audit log records); a cookie-authenticated unsafe request without its CSRF
  * token never succeeds; the server answers /health after each operation.
  *
- * Bounded by time: FUZZ_SECONDS per database (default 25), at most FUZZ_RUNS
+ * Bounded by time: FUZZ_SECONDS per database (default 20), at most FUZZ_RUNS
  * requests per operation (default 1000); FUZZ_SEED replays a run. Findings
  * are collected (not shrunk) and reported together with the seed.
  */
@@ -30,7 +30,7 @@ import { processPendingJobs } from '../../src/jobs/index.js';
 import { buildTestApp, dbModes, logIn, signUp, uniqueEmail, type Session, type TestApp } from '../helpers/app.js';
 import { member, multipart, upload, type Part } from '../documents/helpers.js';
 
-const SECONDS = Number(process.env.FUZZ_SECONDS ?? 25);
+const SECONDS = Number(process.env.FUZZ_SECONDS ?? 20);
 const MAX_RUNS = Number(process.env.FUZZ_RUNS ?? 1000);
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Date.now() % 2 ** 31;
 /** Print the answers' status codes per operation (how much of each operation the run reached). */
