@@ -16,7 +16,7 @@ import { migrateMain } from './db/migrate.js';
 import type { ControlSchema } from './db/schema.js';
 import { createTenantDatabases, type TenantDatabases } from './db/tenant-db.js';
 import { openRedis, type Redis } from './redis.js';
-import { errorHandlerPlugin } from './http/errors.js';
+import { clientErrorHandler, errorHandlerPlugin, frameworkErrors } from './http/errors.js';
 import { openapiPlugin } from './http/openapi.js';
 import { healthPlugin } from './http/health.js';
 import { metricsPlugin } from './http/metrics.js';
@@ -87,7 +87,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     },
     trustProxy: config.trustProxy,
     bodyLimit: 1024 * 1024,
-    return503OnClosing: true,
+    // Answered as problem+json by src/http/errors.ts: requests while closing (503), router and HTTP parser errors.
+    return503OnClosing: false,
+    frameworkErrors,
+    clientErrorHandler,
     schemaController: { compilersFactory: { buildValidator: buildValidator() as any } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 

@@ -48,6 +48,8 @@ export interface Config {
   kafkaBrokers: string[];
   natsUrl?: string;
   publicBaseUrl?: string;
+  /** Webhook endpoints may use plain http and private, loopback or link-local addresses (tests, development). */
+  webhookAllowInsecure: boolean;
   admin: { email?: string; password?: string; testTenantName?: string };
 }
 
@@ -98,15 +100,22 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
   return v;
 }
 
+/** pino's levels; anything else makes the logger throw at start-up. */
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+function oneOf<T extends string, D extends T | undefined>(env: Env, name: string, allowed: readonly T[], dflt: D): T | D {
+  const v = str(env, name);
+  if (v === undefined) return dflt;
+  if (!(allowed as readonly string[]).includes(v)) throw new ConfigError(name, `must be one of ${allowed.join(', ')}, got "${v}"`);
+  return v as T;
+}
+
 function list(env: Env, name: string): string[] {
   return (str(env, name) ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 }
 
 export function loadConfig(env: Env = process.env): Config {
-  const nodeEnv = str(env, 'NODE_ENV') ?? 'development';
-  if (!['development', 'production', 'test'].includes(nodeEnv)) {
-    throw new ConfigError('NODE_ENV', `must be development, production or test, got "${nodeEnv}"`);
-  }
+  const nodeEnv = oneOf(env, 'NODE_ENV', ['development', 'production', 'test'] as const, 'development');
   const isProduction = nodeEnv === 'production';
   const dataDir = path.resolve(str(env, 'DATA_DIR') ?? './data');
 
@@ -137,10 +146,7 @@ export function loadConfig(env: Env = process.env): Config {
   const cors = str(env, 'CORS_ORIGINS');
   const corsOrigins = cors === undefined ? false : cors === '*' ? true : list(env, 'CORS_ORIGINS');
 
-  const publisher = str(env, 'EVENT_PUBLISHER');
-  if (publisher && !['kafka', 'nats', 'redis', 'log'].includes(publisher)) {
-    throw new ConfigError('EVENT_PUBLISHER', `must be kafka, nats, redis or log, got "${publisher}"`);
-  }
+  const publisher = oneOf(env, 'EVENT_PUBLISHER', ['kafka', 'nats', 'redis', 'log'] as const, undefined);
 
   const webConcurrency = int(env, 'WEB_CONCURRENCY', 1, 1, 64);
   if (webConcurrency > 1 && !databaseUrl) {
@@ -148,12 +154,12 @@ export function loadConfig(env: Env = process.env): Config {
   }
 
   return {
-    env: nodeEnv as Config['env'],
+    env: nodeEnv,
     isProduction,
     host: str(env, 'HOST') ?? '127.0.0.1',
     port: int(env, 'PORT', 4999, 0, 65535),
     webConcurrency,
-    logLevel: str(env, 'LOG_LEVEL') ?? (nodeEnv === 'test' ? 'silent' : 'info'),
+    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, nodeEnv === 'test' ? 'silent' : 'info'),
     dataDir,
     databaseUrl,
     pgliteDir: path.join(dataDir, 'pglite'),
@@ -181,10 +187,11 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins,
     loginRateLimit: int(env, 'LOGIN_RATE_LIMIT', 10, 1),
     loginRateWindowSec: int(env, 'LOGIN_RATE_WINDOW', 60, 1),
-    eventPublisher: publisher as Config['eventPublisher'],
+    eventPublisher: publisher,
     kafkaBrokers: list(env, 'KAFKA_BROKERS'),
     natsUrl: url(env, 'NATS_URL', ['nats:', 'tls:']),
     publicBaseUrl: url(env, 'PUBLIC_BASE_URL', ['http:', 'https:']),
+    webhookAllowInsecure: bool(env, 'WEBHOOK_ALLOW_INSECURE', false),
     admin: {
       email: str(env, 'ADMIN_EMAIL'),
       password: str(env, 'ADMIN_PASSWORD'),

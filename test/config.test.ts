@@ -45,6 +45,8 @@ describe('config', () => {
     ['DELETE_FAILED_UPLOADS', { DELETE_FAILED_UPLOADS: 'maybe' }],
     ['NODE_ENV', { NODE_ENV: 'staging' }],
     ['EVENT_PUBLISHER', { EVENT_PUBLISHER: 'carrier-pigeon' }],
+    ['LOG_LEVEL', { LOG_LEVEL: 'verbose' }],
+    ['WEBHOOK_ALLOW_INSECURE', { WEBHOOK_ALLOW_INSECURE: 'sometimes' }],
   ])('names the bad variable %s', (name, env) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(new RegExp(name));

@@ -9,7 +9,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import multipart from '@fastify/multipart';
 import { Type } from '@sinclair/typebox';
 import { errors } from '../http/errors.js';
-import { pageMeta, problems } from '../http/schemas.js';
+import { PaginationQuery, pageMeta, pageParams, problems } from '../http/schemas.js';
 import { requireRole } from '../tenants/context.js';
 import { currentOrganizationId } from '../auth/service.js';
 import { signDownload, verifyDownload } from '../storage/signed-url.js';
@@ -52,12 +52,6 @@ function toFile(f: FileWithCount) {
 
 const docNotFound = () => errors.notFound('Document not found', 'document_not_found');
 
-function pageOf(q: { page?: number; per_page?: number; limit?: number }) {
-  const page = q.page ?? 1;
-  const perPage = q.per_page ?? q.limit ?? 20;
-  return { page, perPage, limit: perPage, offset: (page - 1) * perPage };
-}
-
 /** Upload routes answer with `Connection: close` when they refused a body they did not read to the end. */
 async function closeUnreadBody(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
   if (!request.raw.readableEnded && reply.statusCode >= 400) reply.header('connection', 'close');
@@ -89,7 +83,7 @@ async function loadDocument(request: FastifyRequest, id: string): Promise<Docume
 }
 
 async function listPage(request: FastifyRequest, q: ListQueryT) {
-  const p = pageOf(q);
+  const p = pageParams(q);
   const { rows, total } = await readDocumentsPage(
     (build) => request.readTenantDb(build),
     request.tenant.id,
@@ -213,11 +207,11 @@ export const tenantFileRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['files'],
       summary: 'The tenant\'s stored (deduplicated) files with their reference counts',
       params: Type.Object({ tid: Type.String() }),
-      querystring: Type.Pick(ListQuery, ['page', 'per_page', 'limit']),
+      querystring: PaginationQuery,
       response: { 200: FileListSchema, ...problems(400, 401, 404) },
     },
   }, async (request) => {
-    const p = pageOf(request.query);
+    const p = pageParams(request.query);
     const { rows, stats } = await request.withTenantDb((trx) => listFiles(trx, request.tenant.id, p));
     return { files: rows.map(toFile), ...pageMeta(stats.file_count, p.page, p.perPage), stats };
   });

@@ -1,6 +1,6 @@
 /** TypeBox schemas of the documents, files and current-organization APIs (API.md "Documents", "Files", "/api/files"). */
 import { Type, type Static } from '@sinclair/typebox';
-import { Nullable } from '../http/schemas.js';
+import { Nullable, PaginationQuery } from '../http/schemas.js';
 
 const DateTime = Type.String({ format: 'date-time' });
 export const DocumentStatusSchema = Type.Union([Type.Literal('pending'), Type.Literal('ready'), Type.Literal('failed')]);
@@ -26,13 +26,13 @@ export type DocumentT = Static<typeof DocumentSchema>;
 export const DocIdParams = Type.Object({ tid: Type.String(), id: Type.String() });
 export const FileIdParams = Type.Object({ tid: Type.String(), fid: Type.String() });
 
-export const ListQuery = Type.Object({
-  page: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1 })),
-  per_page: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Alias of per_page' })),
-  filename: Type.Optional(Type.String({ maxLength: 255, description: 'Case-insensitive substring of the filename' })),
-  status: Type.Optional(DocumentStatusSchema),
-});
+export const ListQuery = Type.Composite([
+  PaginationQuery,
+  Type.Object({
+    filename: Type.Optional(Type.String({ maxLength: 255, description: 'Case-insensitive substring of the filename' })),
+    status: Type.Optional(DocumentStatusSchema),
+  }),
+]);
 export type ListQueryT = Static<typeof ListQuery>;
 
 export const DocumentListSchema = Type.Object({

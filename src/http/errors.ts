@@ -6,6 +6,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { ProblemSchema } from './schemas.js';
 
 export class AppError extends Error {
@@ -66,16 +67,36 @@ export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
   return reply.status(p.status).type('application/problem+json').send(p);
 }
 
+/** `/a/b` (a JSON pointer) as `.a.b`. */
+const dotted = (instancePath: string) => instancePath.replace(/\//g, '.');
+
+/** Every property of the object an `additionalProperties` error is about that its schema does not know (Ajv `verbose` gives both). */
+function unknownFields(e: { params?: Record<string, any>; data?: unknown; parentSchema?: any }): string[] {
+  const known = e.parentSchema?.properties;
+  if (known && e.data && typeof e.data === 'object') {
+    const extra = Object.keys(e.data).filter((k) => !Object.hasOwn(known, k));
+    if (extra.length > 0) return extra;
+  }
+  return [String(e.params?.additionalProperty)];
+}
+
+/** A Fastify error code as a stable snake_case code: `FST_ERR_CTP_BAD_THING` -> `ctp_bad_thing`. */
+const snakeCode = (code: string | undefined) =>
+  code ? code.replace(/^FST_(ERR_)?/, '').replace(/[^A-Za-z0-9]+/g, '_').toLowerCase() : 'bad_request';
+
 /** Fastify's own errors (body parsing, validation, limits) mapped to stable codes. */
 function fromFastifyError(err: FastifyError): AppError | null {
   if (err.validation) {
-    const first = err.validation[0];
     const where = err.validationContext ?? 'body';
-    const field = first?.instancePath ? first.instancePath.replace(/^\//, '').replace(/\//g, '.') : (first?.params as any)?.missingProperty;
-    const detail = field ? `${where}.${field} ${first?.message ?? 'is invalid'}` : `${where} ${first?.message ?? 'is invalid'}`;
-    return new AppError(400, 'validation_error', detail, {}, {
-      errors: err.validation.map((v) => ({ path: v.instancePath || (v.params as any)?.missingProperty || '', message: v.message })),
-    });
+    const errors = err.validation.map((v) => ({ path: v.instancePath || (v.params as any)?.missingProperty || '', message: v.message }));
+    const first = err.validation[0];
+    if (first?.keyword === 'additionalProperties') {
+      const fields = unknownFields(first);
+      const at = first.instancePath ? `${where}${dotted(first.instancePath)}` : where;
+      return new AppError(400, 'unknown_field', `${at} has unknown field${fields.length > 1 ? 's' : ''}: ${fields.join(', ')}`, {}, { fields, errors });
+    }
+    const field = first?.instancePath ? dotted(first.instancePath) : (first?.params as any)?.missingProperty ? `.${(first?.params as any).missingProperty}` : '';
+    return new AppError(400, 'validation_error', `${where}${field} ${first?.message ?? 'is invalid'}`, {}, { errors });
   }
   switch (err.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
@@ -98,23 +119,88 @@ function fromFastifyError(err: FastifyError): AppError | null {
       return new AppError(400, 'bad_request', 'Malformed request body');
   }
   if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
-    return new AppError(err.statusCode, err.code?.toLowerCase() ?? 'bad_request', err.message);
+    return new AppError(err.statusCode, snakeCode(err.code), err.message);
   }
   return null;
+}
+
+/**
+ * PostgreSQL's data exceptions (SQLSTATE class 22: invalid text encoding 22021,
+ * untranslatable character 22P05, invalid input syntax 22P02, numeric out of
+ * range 22003, bad datetime 22007, ...) are caused by a value from the request
+ * that validation let through: 400, never 500.
+ */
+export function fromDatabaseDataError(err: unknown): AppError | null {
+  for (const e of [err, (err as { cause?: unknown } | null)?.cause]) {
+    const code = (e as { code?: unknown; severity?: unknown } | null)?.code;
+    if (typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code) && (e as { severity?: unknown }).severity !== undefined) {
+      return new AppError(400, 'invalid_value', 'The request contains a value that cannot be stored');
+    }
+  }
+  return null;
+}
+
+/**
+ * Errors the router answers before a route runs (Fastify's `frameworkErrors`):
+ * a path that is not valid percent-encoding, a path parameter over maxParamLength.
+ */
+export function frameworkErrors(err: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  switch (err.code) {
+    case 'FST_ERR_BAD_URL':
+      return sendProblem(reply, problem(400, 'bad_url', 'The request path is not valid percent-encoded UTF-8'));
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return sendProblem(reply, problem(414, 'path_parameter_too_long', 'A path segment of the request is too long'));
+  }
+  request.log.error({ err }, 'router error');
+  return sendProblem(reply, problem(500, 'internal_error', 'An unexpected error occurred'));
+}
+
+/**
+ * Requests Node's HTTP parser refuses before Fastify sees them (headers over
+ * the size limit, malformed HTTP, a request timeout): the server's
+ * `clientError` handler answers them as problem+json too, then closes.
+ */
+export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, detail] =
+    err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'headers_too_large', 'The request headers are too large'] as const
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout', 'The request was not received in time'] as const
+    : [400, 'bad_request', 'Malformed HTTP request'] as const;
+  this.log.debug({ err }, 'client error');
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify(problem(status, code, detail));
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 export const errorHandlerPlugin = fp(
   async (app: FastifyInstance) => {
     app.addSchema(ProblemSchema);
     app.setErrorHandler((err: FastifyError | AppError, request: FastifyRequest, reply: FastifyReply) => {
-      const appErr = err instanceof AppError ? err : fromFastifyError(err as FastifyError);
+      const appErr = err instanceof AppError ? err : fromFastifyError(err as FastifyError) ?? fromDatabaseDataError(err);
       if (appErr) {
         if (appErr.statusCode >= 500) request.log.error({ err }, appErr.message);
+        else if (!(err instanceof AppError) && appErr.code === 'invalid_value') request.log.warn({ err }, 'a request value reached the database unvalidated');
         reply.headers(appErr.headers);
         return sendProblem(reply, problem(appErr.statusCode, appErr.code, appErr.message, appErr.extra));
       }
       request.log.error({ err }, 'unhandled error');
       return sendProblem(reply, problem(500, 'internal_error', 'An unexpected error occurred'));
+    });
+    // Fastify's own answer while closing (return503OnClosing) is not problem+json: this one is.
+    let closing = false;
+    app.addHook('preClose', async () => {
+      closing = true;
+    });
+    app.addHook('onRequest', (_request, reply, done) => {
+      if (!closing) return done();
+      reply.header('connection', 'close');
+      done(new AppError(503, 'shutting_down', 'The server is shutting down, try again', { 'retry-after': '1' }));
     });
     app.setNotFoundHandler((request, reply) =>
       sendProblem(reply, problem(404, 'not_found', `No route for ${request.method} ${request.url.split('?')[0]}`)),

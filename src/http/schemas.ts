@@ -17,11 +17,14 @@ export const Uuid = Type.String({ format: 'uuid' });
 
 export const IdParams = Type.Object({ id: Uuid });
 
-/** `page` from 1, `per_page` (alias `limit`) up to 100. */
+/** Pages are numbered up to this (an offset of at most 10^8 rows at 100 per page). */
+export const MAX_PAGE = 1_000_000;
+
+/** `page` from 1 to MAX_PAGE, `per_page` (alias `limit`) from 1 to 100: every list's paging, bounded. */
 export const PaginationQuery = Type.Object({
-  page: Type.Optional(Type.Integer({ minimum: 1, default: 1 })),
+  page: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE, default: 1 })),
   per_page: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Alias of per_page' })),
 });
 export type PaginationQueryT = Static<typeof PaginationQuery>;
 
@@ -35,7 +38,7 @@ export function problems(...statuses: number[]): Record<number, unknown> {
 export function pageParams(q: PaginationQueryT, defaultPerPage = 20) {
   const page = q.page ?? 1;
   const perPage = q.per_page ?? q.limit ?? defaultPerPage;
-  return { page, perPage, offset: (page - 1) * perPage };
+  return { page, perPage, limit: perPage, offset: (page - 1) * perPage };
 }
 
 export function pageMeta(total: number, page: number, perPage: number) {

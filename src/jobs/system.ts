@@ -61,7 +61,7 @@ export interface JobSystemOptions {
   listen?: boolean;
   onSettled?: (job: JobRun, outcome: 'done' | 'retry' | 'dead') => void;
   /** Webhook delivery tuning (tests: fast retries). */
-  webhooks?: Partial<Pick<WebhookDispatcherOptions, 'fetch' | 'backoffMs' | 'maxBackoffMs' | 'maxAttempts' | 'timeoutMs' | 'idleMs'>>;
+  webhooks?: Partial<Pick<WebhookDispatcherOptions, 'resolve' | 'backoffMs' | 'maxBackoffMs' | 'maxAttempts' | 'timeoutMs' | 'idleMs'>>;
 }
 
 export interface DrainOptions {
@@ -233,7 +233,7 @@ export function createJobSystem(app: FastifyInstance): JobSystem {
             onSettled: options.onSettled,
           })
         : null;
-    const webhooks = createWebhookDispatcher({ db: app.db, log, ...options.webhooks });
+    const webhooks = createWebhookDispatcher({ db: app.db, log, allowInsecure: config.webhookAllowInsecure, ...options.webhooks });
     return { publisher, eventRelay, jobRelay, queue, runner, worker, webhooks, subscription: null, listener: null, unhint: null, gauges: null };
   }
 

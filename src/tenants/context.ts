@@ -92,8 +92,11 @@ export const tenantContextPlugin = fp(
     });
 
     const hook = (allowInactive: boolean) => async (request: FastifyRequest, _reply: FastifyReply) => {
-      const tid = (request.params as { tid?: string }).tid;
-      if (!tid) throw new Error('tenantContext used on a route without a :tid parameter');
+      const params = request.params as { tid?: string };
+      if (!Object.hasOwn(params, 'tid')) throw new Error('tenantContext used on a route without a :tid parameter');
+      const tid = params.tid;
+      // An empty segment (`/api/tenants//documents`) names no tenant.
+      if (!tid) throw errors.notFound('Organization not found', 'tenant_not_found');
       // `authenticate` read the membership with the session when the route names a tenant.
       const looked = request.tenantLookup;
       request.tenant = looked && looked.tenantId === tid.toLowerCase()

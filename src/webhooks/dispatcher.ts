@@ -5,12 +5,18 @@
  * outcome: 2xx = succeeded; otherwise retried with exponential backoff
  * (30 s, 1 min, 2 min, ... capped at 1 h) up to `maxAttempts`, then failed.
  * Redirects are not followed. Deliveries of one endpoint are not ordered.
+ * Each delivery checks its URL again and connects only to an address checked
+ * by `guardedLookup` (src/webhooks/url.ts): no loopback, private or link-local
+ * target unless `allowInsecure` (WEBHOOK_ALLOW_INSECURE).
  */
+import http from 'node:http';
+import https from 'node:https';
 import type { Kysely } from 'kysely';
 import type { ControlSchema } from '../db/schema.js';
 import { createLoop, type Loop, drainPasses } from '../events/loop.js';
 import { signPayload, SIGNATURE_HEADER } from './signature.js';
 import { claimDeliveries, recordAttempt, type ClaimedDelivery } from './store.js';
+import { guardedLookup, webhookUrlProblem } from './url.js';
 
 export interface WebhookDispatcherOptions {
   db: Kysely<ControlSchema>;
@@ -22,7 +28,29 @@ export interface WebhookDispatcherOptions {
   concurrency?: number;
   leaseMs?: number;
   idleMs?: number;
-  fetch?: typeof fetch;
+  /** Deliver over plain http and to non-public addresses (WEBHOOK_ALLOW_INSECURE). */
+  allowInsecure: boolean;
+  /** Name resolution (tests: a resolver of their own); every answer is checked by guardedLookup. */
+  resolve?: Parameters<typeof guardedLookup>[1];
+}
+
+/** POST `body` to `url`; resolves with the status code once the answer's head arrives (its body is discarded). */
+function post(url: URL, headers: Record<string, string>, body: string, timeoutMs: number, lookup: ReturnType<typeof guardedLookup>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const signal = AbortSignal.timeout(timeoutMs);
+    const req = (url.protocol === 'https:' ? https : http).request(url, {
+      method: 'POST',
+      headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+      agent: false,
+      lookup,
+      signal,
+    }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', (err) => reject(signal.aborted ? new Error(`no answer within ${timeoutMs} ms`) : err));
+    req.end(body);
+  });
 }
 
 export interface WebhookDispatcher {
@@ -41,11 +69,16 @@ export function createWebhookDispatcher(opts: WebhookDispatcherOptions): Webhook
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const concurrency = opts.concurrency ?? 8;
   const leaseMs = opts.leaseMs ?? Math.max(60_000, timeoutMs * 3);
-  const doFetch = opts.fetch ?? fetch;
+  const lookup = guardedLookup(opts.allowInsecure, opts.resolve);
 
   async function deliver(d: ClaimedDelivery): Promise<void> {
     if (!d.url || !d.secret || d.endpoint_active === false) {
       await recordAttempt(opts.db, d, { status: 'failed', statusCode: null, error: 'the endpoint was disabled or deleted' });
+      return;
+    }
+    const refused = webhookUrlProblem(d.url, opts.allowInsecure);
+    if (refused) {
+      await recordAttempt(opts.db, d, { status: 'failed', statusCode: null, error: `the endpoint URL ${refused}` });
       return;
     }
     const body = JSON.stringify(d.payload);
@@ -53,30 +86,22 @@ export function createWebhookDispatcher(opts: WebhookDispatcherOptions): Webhook
     let statusCode: number | null = null;
     let error: string | null = null;
     try {
-      const res = await doFetch(d.url, {
-        method: 'POST',
-        redirect: 'manual',
-        signal: AbortSignal.timeout(timeoutMs),
-        headers: {
-          'content-type': 'application/json',
-          'user-agent': 'tenantbase-webhooks/1',
-          [SIGNATURE_HEADER]: signPayload(d.secret, body, ts),
-          'x-webhook-id': String(d.id),
-          'x-webhook-event': d.event_type,
-          'x-webhook-event-id': d.event_id,
-          'x-webhook-attempt': String(d.attempts),
-        },
-        body,
-      });
-      statusCode = res.status;
-      await res.body?.cancel().catch(() => undefined);
-      if (res.status >= 200 && res.status < 300) {
+      statusCode = await post(new URL(d.url), {
+        'content-type': 'application/json',
+        'user-agent': 'tenantbase-webhooks/1',
+        [SIGNATURE_HEADER]: signPayload(d.secret, body, ts),
+        'x-webhook-id': String(d.id),
+        'x-webhook-event': d.event_type,
+        'x-webhook-event-id': d.event_id,
+        'x-webhook-attempt': String(d.attempts),
+      }, body, timeoutMs, lookup);
+      if (statusCode >= 200 && statusCode < 300) {
         await recordAttempt(opts.db, d, { status: 'succeeded', statusCode, error: null });
         return;
       }
-      error = `HTTP ${res.status}`;
+      error = `HTTP ${statusCode}`;
     } catch (err) {
-      error = (err as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (err as Error).message;
+      error = (err as Error).message;
     }
     if (d.attempts >= maxAttempts) {
       opts.log.warn({ delivery_id: d.id, endpoint_id: d.endpoint_id, error }, 'webhook delivery failed for good');

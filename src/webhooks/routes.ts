@@ -11,7 +11,7 @@ import { Nullable, PaginationQuery, Uuid, pageMeta, pageParams, problems } from 
 import { requireRole } from '../tenants/context.js';
 import { newWebhookSecret } from './signature.js';
 import { deleteEndpoint, getEndpoint, insertEndpoint, listDeliveries, listEndpoints, updateEndpoint, type WebhookEndpoint } from './store.js';
-import { allowInsecureWebhooks, webhookUrlProblem } from './url.js';
+import { webhookUrlProblem } from './url.js';
 
 const EventTypeList = Type.Array(Type.Union([Type.Literal('*'), ...EVENT_TYPES.map((t) => Type.Literal(t))]), {
   minItems: 1,
@@ -65,7 +65,7 @@ function publicEndpoint(e: WebhookEndpoint) {
 }
 
 export const webhookRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const allowInsecure = allowInsecureWebhooks();
+  const allowInsecure = app.config.webhookAllowInsecure;
   const notFound = () => errors.notFound('Webhook not found', 'webhook_not_found');
   const checkUrl = (url: string) => {
     const problem = webhookUrlProblem(url, allowInsecure);

@@ -338,7 +338,10 @@ describe.each(dbModes())('auth and users on %s', (mode) => {
       const s = await signUp(app);
       const me = await app.inject({ method: 'GET', url: '/api/users/me', headers: s.auth });
       expect(me.json()).toMatchObject({ id: s.userId, email: s.email, first_name: '', last_name: '', is_active: true });
-      const put = await app.inject({ method: 'PUT', url: '/api/users/me', headers: s.auth, payload: { first_name: ' Grace ', last_name: 'Hopper', email: 'evil@example.com' } });
+      const withEmail = await app.inject({ method: 'PUT', url: '/api/users/me', headers: s.auth, payload: { first_name: 'Grace', email: 'evil@example.com' } });
+      expect(withEmail.statusCode).toBe(400);
+      expect(withEmail.json()).toMatchObject({ code: 'unknown_field', fields: ['email'] });
+      const put = await app.inject({ method: 'PUT', url: '/api/users/me', headers: s.auth, payload: { first_name: ' Grace ', last_name: 'Hopper' } });
       expect(put.statusCode).toBe(200);
       expect(put.json()).toMatchObject({ first_name: 'Grace', last_name: 'Hopper', email: s.email });
       expect(new Date(put.json().updated_at).getTime()).toBeGreaterThanOrEqual(new Date(me.json().updated_at).getTime());

@@ -164,7 +164,7 @@ describe.each(dbModes())('documents on %s', (mode) => {
       expect((await put(o.admin, { filename: 'by-admin.txt' })).json().filename).toBe('by-admin.txt');
       expect((await put(user, { mime_type: 'nonsense' })).statusCode).toBe(400);
       expect((await put(user, { filename: '' })).statusCode).toBe(400);
-      expect((await put(user, { size: 1 })).statusCode).toBe(200); // unknown keys are dropped
+      expect((await put(user, { size: 1 })).json()).toMatchObject({ status: 400, code: 'unknown_field', fields: ['size'] });
       expect(await outboxTopics(app, o.tid)).toContain('document.updated');
     });
 

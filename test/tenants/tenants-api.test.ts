@@ -231,8 +231,12 @@ describe.each(dbModes())('tenants API on %s', (mode) => {
         const res = await req('PUT', `/api/tenants/${b.id}`, admin, body);
         expect(res.statusCode, JSON.stringify(body)).toBe(400);
       }
-      // Keeping its own name is fine; the isolation cannot change (unknown fields are dropped, as everywhere).
-      const same = await req('PUT', `/api/tenants/${b.id}`, admin, { name: b.name, isolation: 'dedicated' });
+      // The isolation cannot change: it is not a field of the update (400 unknown_field, as everywhere).
+      const isolation = await req('PUT', `/api/tenants/${b.id}`, admin, { name: b.name, isolation: 'dedicated' });
+      expect(isolation.statusCode).toBe(400);
+      expect(isolation.json()).toMatchObject({ code: 'unknown_field', fields: ['isolation'] });
+      // Keeping its own name is fine.
+      const same = await req('PUT', `/api/tenants/${b.id}`, admin, { name: b.name });
       expect(same.statusCode).toBe(200);
       expect(same.json()).toMatchObject({ name: b.name, isolation: 'shared' });
     });
