@@ -38,7 +38,9 @@ async function otherDeployment(mode: DbMode, storage: Partial<Config>): Promise<
   };
   const app = await buildApp(config, { logger: false });
   return {
-    start: () => app.ready().then(() => undefined),
+    async start() {
+      await app.ready();
+    },
     async close() {
       await app.close();
       await db?.drop();
