@@ -7,11 +7,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DataDirLockedError, lockDataDir, type LockOwner } from '../../src/db/data-dir-lock.js';
 import { openDatabase } from '../../src/db/index.js';
 
-/** A RAM disk when there is one (PGlite's initdb writes a lot). */
-const SCRATCH = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
 const dirs: string[] = [];
 function scratch(): string {
-  const d = fs.mkdtempSync(path.join(SCRATCH, 'tb-lock-'));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-lock-'));
   dirs.push(d);
   return path.join(d, 'pglite');
 }
@@ -95,16 +93,14 @@ describe('data directory lock', () => {
     expect(JSON.parse(fs.readFileSync(`${dir}.lock`, 'utf8')).token).toBe('the new holder');
   });
 
-  it('openDatabase on PGlite takes the lock before opening and gives it back on close; memory:// needs none', async () => {
+  it('openDatabase on PGlite is refused before it touches the database directory', async () => {
     const dir = scratch();
-    const first = await openDatabase({ pgliteDir: dir, poolMax: 1, role: 'server' });
-    await expect(openDatabase({ pgliteDir: dir, poolMax: 1, role: 'cli migrate' })).rejects.toBeInstanceOf(DataDirLockedError);
-    await first.close();
-    expect(fs.existsSync(`${dir}.lock`)).toBe(false);
-    const second = await openDatabase({ pgliteDir: dir, poolMax: 1, role: 'cli migrate' });
-    await second.close();
-    const a = await openDatabase({ pgliteDir: 'memory://', poolMax: 1 });
-    const b = await openDatabase({ pgliteDir: 'memory://', poolMax: 1 });
-    await Promise.all([a.close(), b.close()]);
+    const held = lockDataDir(dir, 'server');
+    try {
+      await expect(openDatabase({ pgliteDir: dir, poolMax: 1, role: 'cli migrate' })).rejects.toBeInstanceOf(DataDirLockedError);
+      expect(fs.existsSync(dir)).toBe(false); // PGlite never created (or opened) it
+    } finally {
+      held.release();
+    }
   });
 });
