@@ -46,13 +46,18 @@ declare module 'fastify' {
 export interface BuildOptions {
   /** Pino options or false; defaults to JSON logs at config.logLevel. */
   logger?: FastifyServerOptions['logger'];
+  /** What this process is ('server', 'worker'): named to a second process refused the embedded database. */
+  role?: string;
 }
 
 /** Connections shared by the app: database, tenant routing, Redis. Closed with the app. */
 const corePlugin = fp(
-  async (app: FastifyInstance, opts: { config: Config }) => {
+  async (app: FastifyInstance, opts: { config: Config; role: string }) => {
     const { config } = opts;
-    const database = await openDatabase({ databaseUrl: config.databaseUrl, pgliteDir: config.pgliteDir, poolMax: config.dbPoolMax });
+    const database = await openDatabase({
+      databaseUrl: config.databaseUrl, pgliteDir: config.pgliteDir, poolMax: config.dbPoolMax,
+      role: opts.role, onStaleLock: (message) => app.log.warn(message),
+    });
     if (config.autoMigrate) await migrateMain(database.db);
     const tenantDbs = createTenantDatabases(database.db, database.pool);
     const redis = config.redisUrl ? openRedis(config.redisUrl) : null;
@@ -103,7 +108,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(errorHandlerPlugin);
   await app.register(healthPlugin);
   await app.register(metricsPlugin);
-  await app.register(corePlugin, { config });
+  await app.register(corePlugin, { config, role: opts.role ?? 'server' });
   // helmet's headers, computed once (see src/http/security-headers.ts).
   await app.register(securityHeadersPlugin, SECURITY_HEADERS);
   await app.register(cors, { origin: config.corsOrigins, credentials: true, exposedHeaders: ['x-request-id', 'content-disposition', 'etag'] });

@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { sql } from 'kysely';
 import type { Config } from './config.js';
-import { openDatabase, type Database } from './db/index.js';
+import { describeDatabase, openDatabase, type Database } from './db/index.js';
 import { migrateDown, migrateToLatest, migrationStatus, type MigrationSet } from './db/migrate.js';
 import type { Isolation } from './db/schema.js';
 import { AppError } from './http/errors.js';
@@ -20,6 +20,7 @@ import { loadRuntimeConfig } from './runtime.js';
 import { createTenantDatabases } from './db/tenant-db.js';
 import { createBlobStore } from './storage/index.js';
 import { runFilesGc } from './documents/gc.js';
+import { storageRoot } from './storage/owner.js';
 import { createOutboxNotifier, registerOutboxNotifier, settleOutboxWrites, type OutboxNotifier } from './events/wake.js';
 import { DedicatedTenantDatabases } from './tenants/dedicated.js';
 import {
@@ -74,12 +75,6 @@ function isolationOption(v: unknown): Isolation {
   const s = str(v) ?? 'shared';
   if (s !== 'shared' && s !== 'dedicated') throw new UsageError(`--isolation must be shared or dedicated, got "${s}"`);
   return s;
-}
-
-function describeDatabase(config: Config): string {
-  if (!config.databaseUrl) return `embedded PGlite at ${config.pgliteDir}`;
-  const u = new URL(config.databaseUrl);
-  return `PostgreSQL ${u.hostname}:${u.port || '5432'}${u.pathname}`;
 }
 
 async function requireMigrated(ctx: Ctx): Promise<void> {
@@ -165,15 +160,26 @@ const COMMANDS: Command[] = [
       if (dedicated) tenantDbs.setDedicatedResolver(dedicated);
       const storage = await createBlobStore({ s3: config.s3, localRoot: config.uploadFolder });
       const dryRun = values['dry-run'] === true;
-      ctx.io.out(`${dryRun ? 'Dry run: ' : ''}collecting orphans on ${describeDatabase(config)}, storage ${config.s3 ? `s3://${config.s3.bucket}` : config.uploadFolder}`);
+      const root = storageRoot(storage, config.uploadFolder);
+      ctx.io.out(`${dryRun ? 'Dry run: ' : ''}collecting orphans on ${describeDatabase(config)}, storage ${root.where}`);
       try {
-        const r = await runFilesGc({ db: database.db, tenantDbs, storage, dryRun, log: (line) => ctx.io.out(line) });
+        const r = await runFilesGc({
+          db: database.db, tenantDbs, storage, dryRun, log: (line) => ctx.io.out(line),
+          describe: { ...root, database: describeDatabase(config) },
+        });
         const t = r.totals;
         ctx.io.out(
           `${dryRun ? 'Would remove' : 'Removed'}: ${t.unreferencedFiles} unreferenced files, ${t.filesWithoutBytes} rows without bytes, ` +
-            `${t.bytesWithoutRows} blobs without rows (${t.bytesFreed} bytes); ${t.quotaCorrections} quota corrections; ` +
+            `${t.bytesWithoutRows} blobs without rows (${t.bytesWithoutRowsSize} bytes), ${r.staging.removed.length} staging leftovers ` +
+            `(${r.staging.bytes} bytes); ${t.bytesFreed} bytes in all; ${t.quotaCorrections} quota corrections; ` +
             `${t.documentCountCorrections} document count corrections; ${t.errors} tenants failed`,
         );
+        if (t.unknownTenantBlobs > 0) {
+          ctx.io.out(
+            `Kept: ${t.unknownTenantBlobs} blobs (${t.unknownTenantBlobsSize} bytes) of ${r.unknownTenants.length} tenant(s) this database does not know ` +
+              `(${r.unknownTenants.map((u) => u.tenantId).join(', ')}): not removed; check where they come from.`,
+          );
+        }
         return t.errors ? 1 : 0;
       } finally {
         await storage.close?.();
@@ -427,7 +433,12 @@ export async function runCli(argv: string[], opts: CliOptions = {}): Promise<num
     async database() {
       if (!database) {
         const c = await ctx.config();
-        database = await openDatabase({ databaseUrl: c.databaseUrl, pgliteDir: c.pgliteDir, poolMax: Math.min(c.dbPoolMax, 10) });
+        // On the embedded database this refuses to run while the server (or anything else) has it open:
+        // PGlite is one process's, and a second writer's commits would be lost (src/db/data-dir-lock.ts).
+        database = await openDatabase({
+          databaseUrl: c.databaseUrl, pgliteDir: c.pgliteDir, poolMax: Math.min(c.dbPoolMax, 10),
+          role: `cli ${command.name}`, onStaleLock: (message) => io.err(`Note: ${message}`),
+        });
         if (database.kind === 'postgres') {
           // Outbox rows this command writes (files:gc events, tenant commands) wake a running worker.
           const db = database.db;

@@ -30,13 +30,29 @@ export interface Config {
   redisUrl?: string;
   /** Prefix for every Redis key and BullMQ queue of this deployment (tests use one per run). */
   redisPrefix: string;
+  /**
+   * Jobs on Redis: how long a job handed to Redis may stay unfinished before the relay asks Redis
+   * whether it still has it (and adds it again if not). Also checked at relay start and on reconnect.
+   */
+  jobRecheckMs: number;
   secretKey: string;
   jwtSecretKey: string;
   accessTokenTtl: number;
   refreshTokenTtl: number;
   sessionTtl: number;
   trustProxy: boolean;
+  /**
+   * Local storage root. Default: DATA_DIR/uploads on the embedded database, DATA_DIR/uploads-<database
+   * name> on PostgreSQL, so the two modes on one machine never share a folder (a storage root belongs to
+   * one deployment: src/storage/owner.ts).
+   */
   uploadFolder: string;
+  /**
+   * Set when uploadFolder is PostgreSQL's default: the embedded mode's folder (DATA_DIR/uploads), which
+   * this database may have used when the two modes had one default; checked before the default folder
+   * is first used, so its files are not left behind unnoticed (src/documents/storage-plugin.ts).
+   */
+  embeddedUploadFolder?: string;
   maxFileSizeBytes: number;
   storageQuotaMb: number;
   deleteFailedUploads: boolean;
@@ -114,6 +130,12 @@ function list(env: Env, name: string): string[] {
   return (str(env, name) ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 }
 
+/** The database name of a PostgreSQL URL, usable in a file name. */
+function databaseName(databaseUrl: string): string {
+  const name = decodeURIComponent(new URL(databaseUrl).pathname.replace(/^\/+/, ''));
+  return name.replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^\.+/, '_') || 'postgres';
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = oneOf(env, 'NODE_ENV', ['development', 'production', 'test'] as const, 'development');
   const isProduction = nodeEnv === 'production';
@@ -148,6 +170,10 @@ export function loadConfig(env: Env = process.env): Config {
 
   const publisher = oneOf(env, 'EVENT_PUBLISHER', ['kafka', 'nats', 'redis', 'log'] as const, undefined);
 
+  const uploadSetting = str(env, 'UPLOAD_FOLDER');
+  const embeddedUploads = path.join(dataDir, 'uploads');
+  const uploadFolder = path.resolve(uploadSetting ?? (databaseUrl ? path.join(dataDir, `uploads-${databaseName(databaseUrl)}`) : embeddedUploads));
+
   const webConcurrency = int(env, 'WEB_CONCURRENCY', 1, 1, 64);
   if (webConcurrency > 1 && !databaseUrl) {
     throw new ConfigError('WEB_CONCURRENCY', 'must be 1 on the embedded PGlite database (one process owns it); set DATABASE_URL to run several');
@@ -173,13 +199,15 @@ export function loadConfig(env: Env = process.env): Config {
     autoMigrate: bool(env, 'AUTO_MIGRATE', !isProduction),
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
     redisPrefix: str(env, 'REDIS_PREFIX') ?? 'tb:',
+    jobRecheckMs: int(env, 'JOB_RECHECK_MS', 5 * 60_000, 1_000, 24 * 3_600_000),
     secretKey,
     jwtSecretKey,
     accessTokenTtl: int(env, 'JWT_ACCESS_TOKEN_EXPIRES', 15 * 60, 10),
     refreshTokenTtl: int(env, 'JWT_REFRESH_TOKEN_EXPIRES', 7 * 24 * 3600, 60),
     sessionTtl: int(env, 'SESSION_LIFETIME', 7 * 24 * 3600, 60),
     trustProxy: bool(env, 'TRUST_PROXY', false),
-    uploadFolder: path.resolve(str(env, 'UPLOAD_FOLDER') ?? path.join(dataDir, 'uploads')),
+    uploadFolder,
+    embeddedUploadFolder: !uploadSetting && databaseUrl ? embeddedUploads : undefined,
     maxFileSizeBytes: int(env, 'MAX_FILE_SIZE_MB', 100, 1, 1_000_000) * 1024 * 1024,
     storageQuotaMb: int(env, 'STORAGE_QUOTA_MB', 1000, 1, 100_000_000),
     deleteFailedUploads: bool(env, 'DELETE_FAILED_UPLOADS', false),

@@ -34,3 +34,16 @@ export async function loadRuntimeConfig(): Promise<{ config: Config; warnings: s
     throw err;
   }
 }
+
+/**
+ * Errors that refuse a start for a reason the operator must act on (the embedded
+ * database is another process's, the storage root another deployment's): the
+ * message says what to do, so it is printed alone, without a stack.
+ */
+const REFUSALS = new Set(['DataDirLockedError', 'StorageOwnerError']);
+
+export function exitOnStartupFailure(err: unknown, what: string): never {
+  if (err instanceof Error && REFUSALS.has(err.name)) console.error(`Refusing to start ${what}: ${err.message}`);
+  else console.error(`${what} failed to start:`, err);
+  process.exit(1);
+}

@@ -7,7 +7,7 @@
  */
 import cluster from 'node:cluster';
 import { buildApp } from './app.js';
-import { loadRuntimeConfig } from './runtime.js';
+import { exitOnStartupFailure, loadRuntimeConfig } from './runtime.js';
 
 const { config, warnings } = await loadRuntimeConfig();
 
@@ -18,7 +18,7 @@ if (cluster.isPrimary && config.webConcurrency > 1) {
 }
 
 async function runServer(): Promise<void> {
-  const app = await buildApp(config);
+  const app = await buildApp(config, { role: 'server' }).catch((err: unknown) => exitOnStartupFailure(err, 'the server'));
   if (cluster.isPrimary) for (const w of warnings) app.log.warn(w);
 
   let closing = false;
@@ -53,7 +53,8 @@ async function runServer(): Promise<void> {
     );
   } catch (err) {
     app.log.error({ err }, 'failed to start');
-    process.exit(1);
+    await app.close().catch(() => undefined);
+    exitOnStartupFailure(err, 'the server');
   }
 }
 

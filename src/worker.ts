@@ -15,11 +15,11 @@
 import http from 'node:http';
 import { buildApp } from './app.js';
 import { jobTuningFromEnv } from './jobs/options.js';
-import { loadRuntimeConfig } from './runtime.js';
+import { exitOnStartupFailure, loadRuntimeConfig } from './runtime.js';
 
 const { config, warnings } = await loadRuntimeConfig();
 const tuning = jobTuningFromEnv();
-const app = await buildApp(config);
+const app = await buildApp(config, { role: 'worker' }).catch((err: unknown) => exitOnStartupFailure(err, 'the worker'));
 for (const w of warnings) app.log.warn(w);
 const log = app.log.child({ process: 'worker' });
 
@@ -79,5 +79,6 @@ try {
   );
 } catch (err) {
   log.error({ err }, 'worker failed to start');
-  process.exit(1);
+  await app.close().catch(() => undefined);
+  exitOnStartupFailure(err, 'the worker');
 }

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
+import { lockDataDir } from './data-dir-lock.js';
 import type { ControlSchema } from './schema.js';
 
 // bigint (count, sums of sizes) and numeric as JS numbers: sizes stay far below 2^53.
@@ -21,6 +22,13 @@ export interface Database {
   close(): Promise<void>;
 }
 
+/** The database, for people (no credentials): "PostgreSQL host:5432/name" or "embedded PGlite at <dir>". */
+export function describeDatabase(config: { databaseUrl?: string; pgliteDir: string }): string {
+  if (!config.databaseUrl) return `embedded PGlite at ${config.pgliteDir}`;
+  const u = new URL(config.databaseUrl);
+  return `PostgreSQL ${u.hostname}:${u.port || '5432'}${u.pathname}`;
+}
+
 export function createPgPool(connectionString: string, max: number): pg.Pool {
   const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000 });
   // An idle client that errors (server restart) must not crash the process.
@@ -28,7 +36,20 @@ export function createPgPool(connectionString: string, max: number): pg.Pool {
   return pool;
 }
 
-export async function openDatabase(opts: { databaseUrl?: string; pgliteDir: string; poolMax: number }): Promise<Database> {
+export interface OpenDatabaseOptions {
+  databaseUrl?: string;
+  pgliteDir: string;
+  poolMax: number;
+  /**
+   * What this process is, for the embedded database's lock ('server', 'worker', 'cli <command>'):
+   * a second opener is refused with a message naming it (src/db/data-dir-lock.ts).
+   */
+  role?: string;
+  /** Told when a stale lock (its process gone) was taken over. */
+  onStaleLock?(message: string): void;
+}
+
+export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database> {
   if (opts.databaseUrl) {
     const pool = createPgPool(opts.databaseUrl, opts.poolMax);
     const db = new Kysely<ControlSchema>({ dialect: new PostgresDialect({ pool }) });
@@ -37,11 +58,33 @@ export async function openDatabase(opts: { databaseUrl?: string; pgliteDir: stri
   // Loaded only for the embedded database: a PostgreSQL deployment never pays for PGlite's module.
   const [{ PGlite }, { createPglitePool }] = await Promise.all([import('@electric-sql/pglite'), import('./pglite-pool.js')]);
   const memory = opts.pgliteDir.startsWith('memory://');
-  if (!memory) fs.mkdirSync(opts.pgliteDir, { recursive: true });
-  const pglite = await PGlite.create(memory ? undefined : opts.pgliteDir, {
-    parsers: { 1700: (v: string) => Number(v) },
-  });
+  // Before anything touches the directory: a second process is refused here.
+  const lock = memory ? null : lockDataDir(opts.pgliteDir, opts.role ?? 'server');
+  if (lock?.tookOverFrom) {
+    const { owner, reason } = lock.tookOverFrom;
+    opts.onStaleLock?.(`took over the stale lock ${lock.file}${owner ? ` of ${owner.role} pid ${owner.pid}` : ''}: ${reason}`);
+  }
+  let pglite;
+  try {
+    if (!memory) fs.mkdirSync(opts.pgliteDir, { recursive: true });
+    pglite = await PGlite.create(memory ? undefined : opts.pgliteDir, {
+      parsers: { 1700: (v: string) => Number(v) },
+    });
+  } catch (err) {
+    lock?.release();
+    throw err;
+  }
   const pool = createPglitePool(pglite);
   const db = new Kysely<ControlSchema>({ dialect: new PostgresDialect({ pool: pool as any }) });
-  return { db, kind: 'pglite', close: () => db.destroy() };
+  return {
+    db,
+    kind: 'pglite',
+    async close() {
+      try {
+        await db.destroy();
+      } finally {
+        lock?.release();
+      }
+    },
+  };
 }

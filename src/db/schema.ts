@@ -154,6 +154,10 @@ export interface OutboxTable {
   published_at: NullableTimestamp;
   attempts: Generated<number>;
   last_error: string | null;
+  /** A random id of the row (tenant/0006): BullMQ job ids are made from it. */
+  uid: Generated<string>;
+  /** Jobs: when the relay first handed the job to Redis; it is done (published_at) when it finished. */
+  enqueued_at: NullableTimestamp;
 }
 
 /** Tables present in every tenant data database (and in the main one for shared tenants). */
@@ -164,7 +168,15 @@ export interface TenantSchema {
   outbox: OutboxTable;
 }
 
+/** This database's identity (control/0005): the storage root's marker names it. */
+export interface DeploymentTable {
+  id: Generated<string>;
+  created_at: Timestamp;
+  singleton: Generated<boolean>;
+}
+
 export interface ControlSchema extends TenantSchema {
+  deployment: DeploymentTable;
   users: UsersTable;
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;

@@ -11,8 +11,18 @@
  *    (`document.deleted`, `file.deleted`) — they could never be downloaded —
  *    except when only `failed` documents refer to it (DELETE_FAILED_UPLOADS
  *    removes a failed upload's bytes and keeps the record): reported, kept;
- *  - bytes without a row (crash between commit and insert, tenants that no
- *    longer exist): removed.
+ *  - bytes without a row of a tenant of this database (a crash between storing
+ *    the bytes and committing the row): removed;
+ *  - bytes of tenants this database does not know: reported, never removed.
+ *    Tenants are never deleted from the database (a deleted organization is
+ *    deactivated and keeps its data), so an unknown tenant is not a deleted
+ *    one: its bytes are another database's (a restored backup older than the
+ *    tenant, or a storage root shared by mistake), and only a person can tell.
+ *
+ * It runs only on a storage root whose marker names this database's deployment
+ * (src/storage/owner.ts): never on another deployment's files, nor on a root
+ * no server of this deployment has used (a wrong UPLOAD_FOLDER would make every
+ * file row look like one whose bytes are missing).
  *
  * Every removal re-checks under the tenant's content lock (src/documents/queries.ts
  * `lockContent`), which uploads hold while they write bytes and insert the row,
@@ -30,7 +40,9 @@ import type { Kysely } from 'kysely';
 import type { ControlSchema } from '../db/schema.js';
 import type { TenantDatabases, TenantRef } from '../db/tenant-db.js';
 import { recordEvent } from '../events/outbox.js';
+import { UUID_RE } from '../http/ids.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { checkStorageOwner, readDeploymentId, StorageOwnerError } from '../storage/owner.js';
 import { recountDocuments } from './counts.js';
 import { lockContent } from './queries.js';
 
@@ -42,6 +54,8 @@ export interface FilesGcOptions {
   log?: (line: string) => void;
   /** Staging data older than this is a leftover (default 1 hour). */
   stagingMaxAgeMs?: number;
+  /** The storage root and database, for the ownership check's messages. */
+  describe?: { where: string; setting: string; database: string };
 }
 
 export interface TenantGcReport {
@@ -62,14 +76,22 @@ export interface TenantGcReport {
 export interface FilesGcReport {
   dryRun: boolean;
   tenants: TenantGcReport[];
-  /** Keys under tenants/<id>/files/ of tenants that do not exist. */
+  /** Keys under tenants/<id>/files/ of tenants this database does not know (kept). */
   unknownTenantBytes: string[];
+  /** The same per tenant: how many blobs and bytes. */
+  unknownTenants: Array<{ tenantId: string; blobs: number; bytes: number }>;
   /** Staging leftovers (removed unless a dry run). */
   staging: { removed: string[]; bytes: number };
   totals: {
     unreferencedFiles: number;
     filesWithoutBytes: number;
     bytesWithoutRows: number;
+    /** Size of those blobs. */
+    bytesWithoutRowsSize: number;
+    /** Blobs of unknown tenants (kept) and their size. */
+    unknownTenantBlobs: number;
+    unknownTenantBlobsSize: number;
+    /** Bytes removed (a dry run: that would be removed). */
     bytesFreed: number;
     quotaCorrections: number;
     /** Tenants whose document counter differed from their documents (corrected unless a dry run). */
@@ -77,6 +99,9 @@ export interface FilesGcReport {
     errors: number;
   };
 }
+
+/** Staged data untouched this long is a leftover, not a live upload (which writes it as its bytes arrive). */
+export const STAGING_MAX_AGE_MS = 3_600_000;
 
 const FILE_KEY_RE = /^tenants\/([^/]+)\/files\/([0-9a-f]{2})\/([0-9a-f]{2})\/([0-9a-f]{64})$/;
 
@@ -92,17 +117,23 @@ export async function runFilesGc(opts: FilesGcOptions): Promise<FilesGcReport> {
     dryRun,
     tenants: [],
     unknownTenantBytes: [],
+    unknownTenants: [],
     staging: { removed: [], bytes: 0 },
     totals: {
       unreferencedFiles: 0,
       filesWithoutBytes: 0,
       bytesWithoutRows: 0,
+      bytesWithoutRowsSize: 0,
+      unknownTenantBlobs: 0,
+      unknownTenantBlobsSize: 0,
       bytesFreed: 0,
       quotaCorrections: 0,
       documentCountCorrections: 0,
       errors: 0,
     },
   };
+
+  await assertOwnStorage(opts);
 
   const tenants = new Map<string, TenantRow>();
   for (const t of await db.selectFrom('tenants').select(['id', 'isolation', 'db_server', 'db_name', 'storage_used_bytes']).execute()) {
@@ -139,40 +170,49 @@ export async function runFilesGc(opts: FilesGcOptions): Promise<FilesGcReport> {
     if (!done.has(t.id)) report.tenants.push(await reconcileTenant(opts, t, new Map(), dryRun, log, report));
   }
 
-  // Bytes of tenants that are not in the tenants table (re-checked: one may have been created meanwhile).
+  // Bytes of tenants that are not in the tenants table (re-checked: one may have been created meanwhile): kept.
   if (unknown.size > 0) {
-    const ids = [...unknown.keys()].filter((id) => /^[0-9a-f-]{36}$/i.test(id));
+    const ids = [...unknown.keys()].filter((id) => UUID_RE.test(id));
     const existing = new Set(
       ids.length ? (await db.selectFrom('tenants').select('id').where('id', 'in', ids).execute()).map((r) => r.id) : [],
     );
     for (const [tenantId, blobs] of unknown) {
       if (existing.has(tenantId)) continue;
+      let bytes = 0;
       for (const [key, size] of blobs) {
         report.unknownTenantBytes.push(key);
-        report.totals.bytesWithoutRows += 1;
-        log(`${dryRun ? 'would remove' : 'removing'} bytes of unknown tenant: ${key}`);
-        if (!dryRun) {
-          await storage.delete(key);
-          report.totals.bytesFreed += size;
-        }
+        bytes += size;
       }
+      report.unknownTenants.push({ tenantId, blobs: blobs.size, bytes });
+      report.totals.unknownTenantBlobs += blobs.size;
+      report.totals.unknownTenantBlobsSize += bytes;
+      log(`keeping ${blobs.size} blob(s), ${bytes} bytes, of tenant ${tenantId}, which this database does not know (tenants/${tenantId}/)`);
     }
   }
 
-  const stagingCutoff = new Date(Date.now() - (opts.stagingMaxAgeMs ?? 3_600_000));
+  const stagingCutoff = new Date(Date.now() - (opts.stagingMaxAgeMs ?? STAGING_MAX_AGE_MS));
   report.staging = await storage.purgeStaging(stagingCutoff, { dryRun });
   for (const key of report.staging.removed) log(`${dryRun ? 'would remove' : 'removing'} staging leftover: ${key}`);
-  if (!dryRun) report.totals.bytesFreed += report.staging.bytes;
+  report.totals.bytesFreed += report.staging.bytes;
 
   log(
     `files:gc${dryRun ? ' (dry run)' : ''}: ${report.tenants.length} tenants, ` +
       `${report.staging.removed.length} staging leftovers, ` +
       `${report.totals.unreferencedFiles} unreferenced files, ${report.totals.filesWithoutBytes} file rows without bytes, ` +
-      `${report.totals.bytesWithoutRows} blobs without rows, ${report.totals.bytesFreed} bytes freed, ` +
+      `${report.totals.bytesWithoutRows} blobs without rows, ${report.totals.bytesFreed} bytes ${dryRun ? 'to free' : 'freed'}, ` +
+      `${report.totals.unknownTenantBlobs} blobs of unknown tenants kept, ` +
       `${report.totals.quotaCorrections} quota counters corrected, ` +
       `${report.totals.documentCountCorrections} document counters corrected, ${report.totals.errors} errors`,
   );
   return report;
+}
+
+/** Refuses (StorageOwnerError) unless the storage root's marker names this database's deployment. */
+async function assertOwnStorage(opts: FilesGcOptions): Promise<void> {
+  const id = await readDeploymentId(opts.db);
+  if (!id) throw new StorageOwnerError('the database has no deployment identity: run "cli migrate" first');
+  const d = opts.describe ?? { where: `the ${opts.storage.kind} storage`, setting: 'the storage setting', database: 'this database' };
+  await checkStorageOwner(opts.storage, { id, database: d.database }, { where: d.where, setting: d.setting, claim: false });
 }
 
 async function reconcileTenant(
@@ -225,7 +265,8 @@ async function reconcileTenant(
       });
       if (removed) {
         r.bytesWithoutRows.push(key);
-        if (!dryRun) report.totals.bytesFreed += size;
+        report.totals.bytesWithoutRowsSize += size;
+        report.totals.bytesFreed += size;
       }
     }
 
@@ -285,7 +326,7 @@ async function reconcileTenant(
       if (outcome === 'missing') r.filesWithoutBytes.push(row.id);
       if (outcome === 'unreferenced') {
         r.unreferencedFiles.push(row.id);
-        if (!dryRun) report.totals.bytesFreed += Number(row.size);
+        report.totals.bytesFreed += Number(row.size);
       }
     }
 

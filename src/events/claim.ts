@@ -17,6 +17,12 @@
  * A claimer that dies between 1 and 3 leaves rows whose lease expires: they are
  * claimed again (at-least-once). `attempts` doubles as a fencing token: release
  * and heartbeat only touch a row still holding the attempt they claimed.
+ *
+ * Jobs on Redis add a state between 2 and 3: the relay hands a job to BullMQ and
+ * marks the row `enqueued` (`markEnqueued`: `enqueued_at`, and `available_at`
+ * = when to check on it), and the worker marks it done when the job finished.
+ * `claimBatch` only takes rows never handed over; `claimEnqueued` takes handed
+ * rows due for that check (src/jobs/bullmq.ts).
  */
 import { sql, type Kysely } from 'kysely';
 import type { OutboxTable, TenantSchema } from '../db/schema.js';
@@ -32,6 +38,10 @@ export interface ClaimedRow {
   created_at: Date;
   /** Including this claim. */
   attempts: number;
+  /** The row's random id (BullMQ job ids are made from it). */
+  uid: string;
+  /** Jobs: when the relay first handed it to Redis (null: never). */
+  enqueued_at: Date | null;
 }
 
 export interface ClaimOptions {
@@ -55,7 +65,7 @@ export async function claimBatch(db: Db, kind: OutboxKind, opts: ClaimOptions): 
   return db.transaction().execute(async (trx) => {
     const candidates = await sql<{ id: unknown; tenant_id: string | null }>`
       SELECT id, tenant_id FROM outbox
-      WHERE kind = ${kind} AND published_at IS NULL AND available_at <= now()
+      WHERE kind = ${kind} AND published_at IS NULL AND enqueued_at IS NULL AND available_at <= now()
       ORDER BY id
       LIMIT ${opts.limit}
       FOR UPDATE SKIP LOCKED`.execute(trx);
@@ -68,7 +78,7 @@ export async function claimBatch(db: Db, kind: OutboxKind, opts: ClaimOptions): 
       const maxId = ids[ids.length - 1];
       const blockers = await sql<{ tenant_id: string | null; first: unknown }>`
         SELECT tenant_id, min(id) AS first FROM outbox
-        WHERE kind = ${kind} AND published_at IS NULL AND id < ${maxId}
+        WHERE kind = ${kind} AND published_at IS NULL AND enqueued_at IS NULL AND id < ${maxId}
           AND NOT (id = ANY(${sql.val(ids)}::bigint[]))
         GROUP BY tenant_id`.execute(trx);
       if (blockers.rows.length > 0) {
@@ -81,31 +91,66 @@ export async function claimBatch(db: Db, kind: OutboxKind, opts: ClaimOptions): 
       }
     }
 
-    const claimed = await sql<{
-      id: unknown;
-      tenant_id: string | null;
-      kind: OutboxKind;
-      topic: string;
-      payload: unknown;
-      created_at: Date;
-      attempts: number;
-    }>`
-      UPDATE outbox
-      SET available_at = now() + make_interval(secs => ${opts.leaseMs / 1000}), attempts = attempts + 1
-      WHERE id = ANY(${sql.val(rows.map((r) => r.id))}::bigint[])
-      RETURNING id, tenant_id, kind, topic, payload, created_at, attempts`.execute(trx);
-    return claimed.rows
-      .map((r) => ({ ...r, id: toNumber(r.id), attempts: toNumber(r.attempts), payload: parsePayload(r.payload) }))
-      .sort((a, b) => a.id - b.id);
+    return lease(trx, rows.map((r) => r.id), opts.leaseMs);
   });
 }
 
-/** Done (delivered, or the job finished). */
-export async function markDone(db: Db, ids: number[]): Promise<void> {
+/** Lease the rows (their claim): `available_at` pushed ahead, `attempts` + 1. */
+async function lease(trx: Db, ids: number[], leaseMs: number): Promise<ClaimedRow[]> {
+  const claimed = await sql<Omit<ClaimedRow, 'id'> & { id: unknown }>`
+    UPDATE outbox
+    SET available_at = now() + make_interval(secs => ${leaseMs / 1000}), attempts = attempts + 1
+    WHERE id = ANY(${sql.val(ids)}::bigint[])
+    RETURNING id, tenant_id, kind, topic, payload, created_at, attempts, uid, enqueued_at`.execute(trx);
+  return claimed.rows
+    .map((r) => ({ ...r, id: toNumber(r.id), attempts: toNumber(r.attempts), payload: parsePayload(r.payload) }))
+    .sort((a, b) => a.id - b.id);
+}
+
+/** Jobs handed to Redis and not finished whose check is due (oldest check first), leased like claimBatch's. */
+export async function claimEnqueued(db: Db, opts: { limit: number; leaseMs: number }): Promise<ClaimedRow[]> {
+  return db.transaction().execute(async (trx) => {
+    const due = await sql<{ id: unknown }>`
+      SELECT id FROM outbox
+      WHERE published_at IS NULL AND enqueued_at IS NOT NULL AND available_at <= now() AND kind = 'job'
+      ORDER BY available_at
+      LIMIT ${opts.limit}
+      FOR UPDATE SKIP LOCKED`.execute(trx);
+    return due.rows.length ? lease(trx, due.rows.map((r) => toNumber(r.id)), opts.leaseMs) : [];
+  });
+}
+
+/**
+ * Jobs now in Redis: not done, but not for the relay to hand over again either; it checks on
+ * them after `checkAfterMs` (src/jobs/bullmq.ts). Only rows still holding their claim.
+ */
+export async function markEnqueued(db: Db, rows: Array<{ id: number; attempts: number }>, checkAfterMs: number): Promise<void> {
+  if (rows.length === 0) return;
+  await sql`
+    UPDATE outbox AS o
+    SET enqueued_at = coalesce(o.enqueued_at, now()), available_at = now() + make_interval(secs => ${checkAfterMs / 1000})
+    FROM unnest(${sql.val(rows.map((r) => r.id))}::bigint[], ${sql.val(rows.map((r) => r.attempts))}::int[]) AS c(id, attempts)
+    WHERE o.id = c.id AND o.attempts = c.attempts AND o.published_at IS NULL`.execute(db);
+}
+
+/** Every job handed to Redis and not finished is checked on at the next pass (Redis may have lost them). */
+export async function checkEnqueuedNow(db: Db): Promise<number> {
+  const res = await sql`
+    UPDATE outbox SET available_at = now()
+    WHERE published_at IS NULL AND enqueued_at IS NOT NULL AND available_at > now() AND kind = 'job'`.execute(db);
+  return Number(res.numAffectedRows ?? 0);
+}
+
+/**
+ * Done (delivered, or the job finished). With `uids` (a job run from Redis), only rows that are
+ * still the ones the jobs were made from: in a recreated database an outbox id means another row.
+ */
+export async function markDone(db: Db, ids: number[], uids?: string[]): Promise<void> {
   if (ids.length === 0) return;
   await sql`
     UPDATE outbox SET published_at = now(), available_at = now()
-    WHERE id = ANY(${sql.val(ids)}::bigint[]) AND published_at IS NULL`.execute(db);
+    WHERE id = ANY(${sql.val(ids)}::bigint[]) AND published_at IS NULL
+      ${uids ? sql`AND uid = ANY(${sql.val(uids)}::uuid[])` : sql``}`.execute(db);
 }
 
 /** Give rows back, due again after `delayMs`, recording why. Only rows still holding their claim. */
@@ -126,11 +171,11 @@ export async function extendLease(db: Db, row: { id: number; attempts: number },
   return Number(res.numAffectedRows ?? 0) > 0;
 }
 
-/** Dead-letter a job: done, never retried, kept with its error (see listDeadJobs). */
-export async function markDead(db: Db, id: number, error: string): Promise<void> {
+/** Dead-letter a job: done, never retried, kept with its error (see listDeadJobs). `uid` as in markDone. */
+export async function markDead(db: Db, id: number, error: string, uid?: string): Promise<void> {
   await sql`
     UPDATE outbox SET published_at = now(), available_at = now(), dead_at = now(), last_error = ${truncate(error)}
-    WHERE id = ${id} AND dead_at IS NULL`.execute(db);
+    WHERE id = ${id} AND dead_at IS NULL ${uid ? sql`AND uid = ${uid}::uuid` : sql``}`.execute(db);
 }
 
 export interface DeadJob {

@@ -51,6 +51,12 @@ export interface OutboxRelayOptions {
   retryMaxMs?: number;
   /** Called after each pass (metrics). */
   afterPass?: () => Promise<void>;
+  /** Called before each pass; a failure fails the pass. */
+  beforePass?: () => Promise<void>;
+  /** What becomes of delivered rows (default: done). */
+  markDelivered?: (source: OutboxSource, rows: ClaimedRow[]) => Promise<void>;
+  /** More work per source after its delivery (the job relay's check on jobs in Redis); counted as delivered rows. */
+  perSource?: (source: OutboxSource) => Promise<number>;
 }
 
 export function retryDelay(attempts: number, baseMs: number, maxMs: number): number {
@@ -78,15 +84,18 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       await release(source.db, rows, errorText(err), delay);
       return 0;
     }
-    await markDone(source.db, rows.map((r) => r.id));
+    if (opts.markDelivered) await opts.markDelivered(source, rows);
+    else await markDone(source.db, rows.map((r) => r.id));
     return rows.length;
   }
 
   async function runOnce(): Promise<number> {
     let total = 0;
+    await opts.beforePass?.();
     for (const source of await opts.sources.list()) {
       try {
         total += await passSource(source);
+        if (opts.perSource) total += await opts.perSource(source);
       } catch (err) {
         // One unreachable tenant database must not stop the others.
         opts.log?.error({ err, source: source.key }, `${opts.name}: pass failed for one source`);

@@ -5,6 +5,9 @@
  * the number of calls in flight, so per-batch costs (a transaction, a few round
  * trips) are shared.
  */
+import { markDone } from '../events/claim.js';
+import type { OutboxSource } from '../events/sources.js';
+
 export interface Coalescer<T, R> {
   submit(key: string, item: T): Promise<R>;
 }
@@ -53,5 +56,30 @@ export function createCoalescer<T, R>(opts: {
         if (idle) void drain(key, queue);
       });
     },
+  };
+}
+
+/**
+ * Marks finished jobs' outbox rows done, the rows of jobs finishing together in one UPDATE per
+ * outbox source. `uid` (jobs run from Redis) makes sure the row is still the job's (see markDone).
+ */
+export function createDoneMarker(): (source: OutboxSource, row: { id: number; uid?: string }) => Promise<void> {
+  const sources = new Map<string, OutboxSource>();
+  const coalescer = createCoalescer<{ id: number; uid?: string }, void>({
+    maxBatch: 500,
+    flush: async (key, rows) => {
+      const source = sources.get(key);
+      if (source) {
+        const checked = rows.filter((r) => r.uid);
+        const unchecked = rows.filter((r) => !r.uid);
+        if (checked.length) await markDone(source.db, checked.map((r) => r.id), checked.map((r) => r.uid as string));
+        if (unchecked.length) await markDone(source.db, unchecked.map((r) => r.id));
+      }
+      return rows.map(() => undefined);
+    },
+  });
+  return (source, row) => {
+    sources.set(source.key, source);
+    return coalescer.submit(source.key, row);
   };
 }

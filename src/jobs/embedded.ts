@@ -9,11 +9,11 @@
  * other process sharing the database - including after a restart.
  */
 import type { AppMetrics } from '../http/metrics.js';
-import { claimBatch, extendLease, markDead, markDone, release, type ClaimedRow } from '../events/claim.js';
+import { claimBatch, claimEnqueued, extendLease, markDead, release, type ClaimedRow } from '../events/claim.js';
 import { createLoop, type Loop } from '../events/loop.js';
 import { errorText, retryDelay } from '../events/relay.js';
 import type { OutboxSource, OutboxSources } from '../events/sources.js';
-import { createCoalescer } from './coalesce.js';
+import { createDoneMarker } from './coalesce.js';
 import { executeJob } from './execute.js';
 import type { JobRegistry } from './registry.js';
 import { DEFAULT_RETRY, type JobContext, type JobRun, type RetryPolicy } from './types.js';
@@ -43,6 +43,8 @@ export interface EmbeddedRunner {
   readonly inFlight: number;
 }
 
+const ENQUEUED_LOOK_MS = 30_000;
+
 export function jobRunFromRow(row: ClaimedRow, source: OutboxSource, retry: RetryPolicy): JobRun {
   return {
     id: `${source.key}-${row.id}`,
@@ -61,16 +63,7 @@ export function createEmbeddedRunner(opts: EmbeddedRunnerOptions): EmbeddedRunne
   const log = opts.ctx.log;
   const running = new Set<Promise<void>>();
   let slotFreed: (() => void) | null = null;
-  // Jobs finishing together are marked done in one UPDATE per source.
-  const sourcesByKey = new Map<string, OutboxSource>();
-  const done = createCoalescer<number, void>({
-    maxBatch: 500,
-    flush: async (key, ids) => {
-      const source = sourcesByKey.get(key);
-      if (source) await markDone(source.db, ids);
-      return ids.map(() => undefined);
-    },
-  });
+  const markFinished = createDoneMarker();
 
   async function settle(source: OutboxSource, row: ClaimedRow, job: JobRun): Promise<void> {
     const heartbeat = setInterval(() => {
@@ -84,10 +77,7 @@ export function createEmbeddedRunner(opts: EmbeddedRunnerOptions): EmbeddedRunne
       clearInterval(heartbeat);
     }
     try {
-      if (result.outcome === 'done') {
-        sourcesByKey.set(source.key, source);
-        await done.submit(source.key, row.id);
-      }
+      if (result.outcome === 'done') await markFinished(source, row);
       else if (result.outcome === 'dead') await markDead(source.db, row.id, errorText(result.error));
       else await release(source.db, [row], errorText(result.error), retryDelay(row.attempts, retry.backoffMs, retry.maxBackoffMs));
     } catch (err) {
@@ -108,14 +98,27 @@ export function createEmbeddedRunner(opts: EmbeddedRunnerOptions): EmbeddedRunne
     running.add(p);
   }
 
+  /**
+   * Jobs handed to Redis that never finished (the deployment ran with REDIS_URL before): nobody
+   * else will run them now, so this runner does, once their check is due. Looked for now and then.
+   */
+  let lastEnqueuedLook = 0;
+  async function claim(source: OutboxSource, free: number, lookEnqueued: boolean): Promise<ClaimedRow[]> {
+    const rows = await claimBatch(source.db, 'job', { limit: free, leaseMs, ordered: false });
+    if (lookEnqueued && rows.length < free) rows.push(...(await claimEnqueued(source.db, { limit: free - rows.length, leaseMs })));
+    return rows;
+  }
+
   async function runOnce(): Promise<number> {
     let started = 0;
+    const lookEnqueued = Date.now() - lastEnqueuedLook >= ENQUEUED_LOOK_MS;
+    if (lookEnqueued) lastEnqueuedLook = Date.now();
     for (const source of await opts.sources.list()) {
       const free = concurrency - running.size;
       if (free <= 0) break;
       let rows: ClaimedRow[];
       try {
-        rows = await claimBatch(source.db, 'job', { limit: free, leaseMs, ordered: false });
+        rows = await claim(source, free, lookEnqueued);
       } catch (err) {
         if (source.key === 'main') throw err;
         log.error({ err, source: source.key }, 'job runner: claim failed for one source');

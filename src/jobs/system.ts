@@ -203,7 +203,7 @@ export function createJobSystem(app: FastifyInstance): JobSystem {
     const useQueue = Boolean(redisUrl) && forRole !== 'embedded';
     const bullmq = useQueue ? loadedBull() : null;
     const queue = bullmq ? bullmq.createJobQueue({ redisUrl: redisUrl as string, prefix: bullmq.bullPrefix(config.redisPrefix), retry }) : null;
-    const jobRelay = bullmq && queue ? bullmq.createJobRelay({ sources, queue, log, idleMs: pollMs }) : null;
+    const jobRelay = bullmq && queue ? bullmq.createJobRelay({ sources, queue, log, idleMs: pollMs, recheckMs: config.jobRecheckMs }) : null;
     const runner =
       forRole === 'embedded'
         ? createEmbeddedRunner({

@@ -22,7 +22,7 @@ export interface JobContext {
 }
 
 export interface JobRun<P = Record<string, unknown>> {
-  /** `<source>-<outbox id>`: also the BullMQ job id. */
+  /** The job's id, for logs: the BullMQ job id on Redis (src/jobs/bullmq.ts `bullJobId`), `<source>-<outbox id>` in the embedded runner. */
   id: string;
   name: string;
   tenantId: string;

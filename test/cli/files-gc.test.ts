@@ -8,9 +8,17 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { createTestDatabase, HAS_PG } from '../helpers/env.js';
 import { buildTestApp, signUp, type TestApp } from '../helpers/app.js';
 import { fileKey } from '../../src/storage/blob-store.js';
-import { openDatabase } from '../../src/db/index.js';
+import { openDatabase, type Database } from '../../src/db/index.js';
+import { createLocalStore } from '../../src/storage/local.js';
+import { checkStorageOwner, readDeploymentId } from '../../src/storage/owner.js';
 import { listenForOutbox } from '../../src/events/listen.js';
 import { sql } from 'kysely';
+
+/** Write the storage marker of the database's deployment in `root`, as a server's first start does. */
+async function claimRoot(database: Database, root: string): Promise<void> {
+  const id = (await readDeploymentId(database.db))!;
+  await checkStorageOwner(createLocalStore({ root }), { id, database: 'test' }, { where: root, setting: 'UPLOAD_FOLDER', claim: true });
+}
 
 async function cli(argv: string[], config: Config) {
   const out: string[] = [];
@@ -62,6 +70,76 @@ describe.skipIf(!HAS_PG)('cli files:gc (PostgreSQL: the CLI and the app share on
   });
 });
 
+describe.skipIf(!HAS_PG)('cli files:gc: sizes, other tenants\' bytes, other deployments\' storage (PostgreSQL)', () => {
+  let t: TestApp;
+  let config: Config;
+  const uploads = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-gc-sizes-'));
+
+  beforeAll(async () => {
+    t = await buildTestApp({ mode: 'postgres', config: { uploadFolder: uploads } });
+    config = { ...loadConfig({ NODE_ENV: 'test', DATA_DIR: uploads, UPLOAD_FOLDER: uploads }), databaseUrl: t.config.databaseUrl, tenantDbServers: t.config.tenantDbServers };
+  });
+  afterAll(async () => {
+    await t?.close();
+    fs.rmSync(uploads, { recursive: true, force: true });
+  });
+
+  function putFile(tenantId: string, sha: string, bytes: number): string {
+    const file = path.join(uploads, fileKey(tenantId, sha));
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, Buffer.alloc(bytes, 7));
+    return file;
+  }
+
+  it('counts the bytes of blobs without rows, on a dry run too', async () => {
+    const tid = (await signUp(t.app, { organization_name: `Sizes ${Date.now()}` })).organizationId!;
+    const a = putFile(tid, 'c'.repeat(64), 24);
+    const b = putFile(tid, 'd'.repeat(64), 461);
+    const dry = await cli(['files:gc', '--dry-run'], config);
+    expect(dry.code, dry.err).toBe(0);
+    expect(dry.out).toMatch(/Would remove: .*2 blobs without rows \(485 bytes\).*; 485 bytes in all;/);
+    const real = await cli(['files:gc'], config);
+    expect(real.out).toMatch(/Removed: .*2 blobs without rows \(485 bytes\).*; 485 bytes in all;/);
+    expect(fs.existsSync(a) || fs.existsSync(b)).toBe(false);
+  });
+
+  it('keeps the bytes of a tenant this database does not know, and says so', async () => {
+    const stranger = '0d0d0d0d-0000-4000-8000-00000000000d';
+    const file = putFile(stranger, 'e'.repeat(64), 300);
+    for (const args of [['files:gc', '--dry-run'], ['files:gc']]) {
+      const r = await cli(args, config);
+      expect(r.code, r.err).toBe(0);
+      expect(r.out).toMatch(/0 blobs without rows \(0 bytes\)/);
+      expect(r.out).toContain(`Kept: 1 blobs (300 bytes) of 1 tenant(s) this database does not know (${stranger})`);
+    }
+    expect(fs.existsSync(file)).toBe(true);
+  });
+
+  it('refuses to run on a storage root of another deployment', async () => {
+    const foreign = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-gc-foreign-'));
+    try {
+      const other = await createTestDatabase();
+      try {
+        const database = await openDatabase({ databaseUrl: other.url, pgliteDir: '', poolMax: 2 });
+        try {
+          const otherConfig = { ...config, databaseUrl: other.url, tenantDbServers: [other.url], uploadFolder: foreign };
+          expect((await cli(['migrate'], otherConfig)).code).toBe(0);
+          await claimRoot(database, foreign);
+        } finally {
+          await database.close();
+        }
+      } finally {
+        await other.drop();
+      }
+      const r = await cli(['files:gc', '--dry-run'], { ...config, uploadFolder: foreign });
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(new RegExp(`the storage root ${foreign} belongs to another deployment`));
+    } finally {
+      fs.rmSync(foreign, { recursive: true, force: true });
+    }
+  });
+});
+
 describe.skipIf(!HAS_PG)('cli files:gc wakes a worker (PostgreSQL)', () => {
   it('sends NOTIFY outbox for the events it wrote before it exits (no trigger does it any more)', async () => {
     const scratch = await createTestDatabase();
@@ -72,6 +150,8 @@ describe.skipIf(!HAS_PG)('cli files:gc wakes a worker (PostgreSQL)', () => {
     const listener = listenForOutbox(scratch.url, () => { heard += 1; });
     try {
       expect((await cli(['migrate'], config)).code).toBe(0);
+      // The storage root is this deployment's, as a server's first start would make it.
+      await claimRoot(database, uploads);
       // A file row whose bytes are gone and that no document uses: gc removes it and records file.deleted.
       const tid = '0c0c0c0c-0000-4000-8000-00000000000c';
       await sql`INSERT INTO tenants (id, name, slug, storage_quota_mb) VALUES (${tid}, 'Wake', 'wake', 10)`.execute(database.db);

@@ -14,7 +14,7 @@ import { sql, type Kysely } from 'kysely';
 import { buildTestApp, dbModes, type TestApp } from '../helpers/app.js';
 import { createTestDatabase } from '../helpers/env.js';
 import { openDatabase, type Database } from '../../src/db/index.js';
-import { migrateDown, migrateToLatest, migrateMain } from '../../src/db/migrate.js';
+import { migrateDown, migrateToLatest, migrateMain, migrationStatus } from '../../src/db/migrate.js';
 import { runFilesGc } from '../../src/documents/gc.js';
 import { readDocumentCount } from '../../src/documents/counts.js';
 import { fileKey } from '../../src/storage/index.js';
@@ -164,7 +164,9 @@ describe.each(dbModes())('tenant migration 0005 on %s', (mode) => {
   it('counts the documents that exist when it runs, and drops the outbox NOTIFY trigger (back on the way down)', async () => {
     const db = database.db as Kysely<any>;
     await migrateMain(db);
-    await migrateDown(db, 'tenant'); // 0005 undone
+    // Down to just before 0005 (later migrations first).
+    const applied0005 = async () => (await migrationStatus(db, 'tenant')).find((m) => m.name === '0005_documents_throughput')?.executedAt;
+    while (await applied0005()) await migrateDown(db, 'tenant');
     const triggers = async () =>
       (await sql<{ tgname: string }>`SELECT tgname FROM pg_trigger WHERE tgrelid = 'outbox'::regclass AND NOT tgisinternal`.execute(db)).rows.map((r) => r.tgname);
     expect(await triggers()).toEqual(['outbox_notify']);

@@ -51,8 +51,9 @@ describe.each(dbModes())('files:gc on %s', (mode) => {
     await app.tenantDbs.withTenant(ref, (trx) => trx.updateTable('documents').set({ status: 'failed' }).where('id', '=', failedDoc.id).execute());
     fs.rmSync(path.join(t.config.uploadFolder, fileKey(o.tid, sha256(failedBytes))));
     await app.db.updateTable('tenants').set({ storage_used_bytes: 123_456 }).where('id', '=', o.tid).execute();
-    // Bytes of a tenant that does not exist.
-    const ghostKey = await putBlob(randomUUID(), randomBytes(10));
+    // Bytes of a tenant this database does not know (another database's): reported, never removed.
+    const ghostTenant = randomUUID();
+    const ghostKey = await putBlob(ghostTenant, randomBytes(10));
 
     const lines: string[] = [];
     const dry = await runFilesGc({ db: app.db, tenantDbs: app.tenantDbs, storage: app.storage, dryRun: true, log: (l) => lines.push(l) });
@@ -66,6 +67,8 @@ describe.each(dbModes())('files:gc on %s', (mode) => {
       storageUsedAfter: 1400,
     });
     expect(dry.unknownTenantBytes).toEqual([ghostKey]);
+    expect(dry.unknownTenants).toEqual([{ tenantId: ghostTenant, blobs: 1, bytes: 10 }]);
+    expect(dry.totals).toMatchObject({ unknownTenantBlobs: 1, unknownTenantBlobsSize: 10, bytesWithoutRows: 1, bytesWithoutRowsSize: 500 });
     expect(lines.some((l) => l.includes('would remove'))).toBe(true);
     // Nothing changed.
     expect(exists(strayKey)).toBe(true);
@@ -76,7 +79,8 @@ describe.each(dbModes())('files:gc on %s', (mode) => {
     const real = await runFilesGc({ db: app.db, tenantDbs: app.tenantDbs, storage: app.storage });
     expect(real.totals.errors).toBe(0);
     expect(exists(strayKey)).toBe(false);
-    expect(exists(ghostKey)).toBe(false);
+    expect(exists(ghostKey)).toBe(true);
+    expect(real.unknownTenantBytes).toEqual([ghostKey]);
     expect(exists(fileKey(o.tid, sha256(lonely)))).toBe(false);
     expect(exists(fileKey(o.tid, sha256(keep)))).toBe(true);
     expect(await countRows(app, o.tid)).toEqual({ files: 2, documents: 2 });

@@ -1,14 +1,15 @@
 /**
- * Jobs on Redis (BullMQ): the relay hands outbox rows to the queue with
- * jobId = outbox id, workers in separate processes share the queue, Redis can
- * go away without losing a job, and failing jobs are retried then dead-lettered.
+ * Jobs on Redis (BullMQ): the relay hands outbox rows to the queue with a job
+ * id made from the row, the row is done when the job finished, workers in
+ * separate processes share the queue, Redis can go away without losing a job,
+ * and failing jobs are retried then dead-lettered.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { buildTestApp, type TestApp } from '../helpers/app.js';
 import { HAS_PG, HAS_REDIS } from '../helpers/env.js';
 import { claimBatch } from '../../src/events/claim.js';
-import { createJobQueue, bullPrefix } from '../../src/jobs/bullmq.js';
+import { bullJobId, bullPrefix, createJobQueue } from '../../src/jobs/bullmq.js';
 import { processPendingJobs, runRelayOnce } from '../../src/jobs/index.js';
 import type { BlobStore } from '../../src/storage/index.js';
 import { createDocument, getDoc, newOrg, outboxRows, PNG_1PX, processedEvents, waitFor, type Org, type StagedDoc } from './helpers.js';
@@ -26,15 +27,21 @@ describe.skipIf(!HAS_REDIS)('jobs on BullMQ', () => {
   });
   afterAll(async () => t?.close());
 
-  it('the API starts nothing; the relay adds each outbox job once, with the outbox id as job id', async () => {
+  it('the API starts nothing; the relay adds each outbox job once, with a job id made from the row; the row is done when the job is', async () => {
     expect(app.jobs.role).toBeNull();
     const d = await createDocument(app, org, PNG_1PX, { filename: 'q.png', mimeType: 'image/png' });
     const [row] = (await outboxRows(app, org, 'job')).filter((r) => r.payload.document_id === d.documentId);
     expect(await runRelayOnce(app)).toMatchObject({ jobs: 1 });
     const queue = app.jobs.queue!;
-    const job = await queue.queue.getJob(`main-${row.id}`);
-    expect(job).toMatchObject({ name: 'validate_document', data: { source: 'main', outbox_id: row.id, tenant_id: org.tenant.id, payload: { document_id: d.documentId } } });
-    expect((await outboxRows(app, org, 'job')).find((r) => r.id === row.id)!.published_at).not.toBeNull();
+    const job = await queue.queue.getJob(bullJobId('main', row));
+    expect(job).toMatchObject({
+      name: 'validate_document',
+      data: { source: 'main', outbox_id: row.id, outbox_uid: row.uid, tenant_id: org.tenant.id, payload: { document_id: d.documentId } },
+    });
+    // Handed to Redis, not done: the job has not run.
+    const handed = (await outboxRows(app, org, 'job')).find((r) => r.id === row.id)!;
+    expect(handed.enqueued_at).not.toBeNull();
+    expect(handed.published_at).toBeNull();
 
     // A relay that crashed after adding but before marking sends the same rows again: no second job.
     const again = await createDocument(app, org, Buffer.from('again'), { filename: 'again.txt' });
@@ -54,6 +61,7 @@ describe.skipIf(!HAS_REDIS)('jobs on BullMQ', () => {
     expect((await getDoc(app, org, d.documentId)).status).toBe('ready');
     expect((await getDoc(app, org, again.documentId)).status).toBe('ready');
     expect(await processedEvents(app, org, again.documentId)).toHaveLength(1);
+    expect((await outboxRows(app, org, 'job')).find((r) => r.id === row.id)!.published_at).not.toBeNull();
   });
 
   it('keeps jobs in the outbox while Redis is unreachable and delivers them when it is back', async () => {
@@ -96,7 +104,7 @@ describe.skipIf(!HAS_REDIS)('jobs on BullMQ', () => {
     await waitFor(async () => (await outboxRows(app, org, 'job')).find((r) => r.id === row.id)!, (r) => r.dead_at !== null);
     const q = createJobQueue({ redisUrl: t.config.redisUrl!, prefix: bullPrefix(t.config.redisPrefix) });
     try {
-      const job = await q.queue.getJob(`main-${row.id}`);
+      const job = await q.queue.getJob(bullJobId('main', row));
       expect(await job!.getState()).toBe('failed');
       expect(job!.attemptsMade).toBe(3);
       expect(job!.failedReason).toMatch(/EIO/);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
 import { buildTestApp, dbModes, type TestApp } from '../helpers/app.js';
 import { HAS_PG } from '../helpers/env.js';
 import { claimBatch } from '../../src/events/claim.js';
@@ -50,6 +51,19 @@ describe.each(dbModes())('embedded job runner on %s', (mode) => {
     expect(calls.map((c) => c.attempt)).toEqual([1, 2, 3]);
     const row = (await outboxRows(app, org, 'job')).find((r) => r.topic === 'flaky')!;
     expect(row).toMatchObject({ attempts: 3, dead_at: null, last_error: 'boom 2' });
+  });
+
+  it('runs jobs a Redis deployment handed to Redis and never finished (the deployment now runs without Redis)', async () => {
+    const d = await createDocument(app, org, PNG_1PX, { filename: 'handed.png', mimeType: 'image/png' });
+    const [row] = (await outboxRows(app, org, 'job')).filter((r) => r.payload.document_id === d.documentId);
+    await sql`UPDATE outbox SET enqueued_at = now(), available_at = now() WHERE id = ${row.id}`.execute(app.tenantDbs.dbFor(org.tenant));
+    await app.jobs.start('embedded', FAST);
+    try {
+      expect((await waitFor(() => getDoc(app, org, d.documentId), (doc) => doc.status !== 'pending')).status).toBe('ready');
+    } finally {
+      await app.jobs.stop();
+    }
+    expect((await outboxRows(app, org, 'job')).find((r) => r.id === row.id)!.published_at).not.toBeNull();
   });
 
   it('dead-letters after the last attempt, keeps the error, and fails the document with the reason', async () => {

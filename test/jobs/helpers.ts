@@ -104,10 +104,12 @@ export async function outboxRows(app: FastifyInstance, org: Org, kind?: 'event' 
     topic: string;
     payload: any;
     published_at: Date | null;
+    enqueued_at: Date | null;
     dead_at: Date | null;
     attempts: number;
     last_error: string | null;
-  }>`SELECT id, kind, topic, payload, published_at, dead_at, attempts, last_error FROM outbox
+    uid: string;
+  }>`SELECT id, kind, topic, payload, published_at, enqueued_at, dead_at, attempts, last_error, uid FROM outbox
      WHERE tenant_id = ${org.tenant.id} ${kind ? sql`AND kind = ${kind}` : sql``} ORDER BY id`.execute(app.tenantDbs.dbFor(org.tenant));
   return res.rows.map((r) => ({ ...r, id: Number(r.id), payload: typeof r.payload === 'string' ? JSON.parse(r.payload) : r.payload }));
 }

@@ -5,6 +5,7 @@
  * the processes): the outbox lease expires and another runner claims the row.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { bullJobId } from '../../src/jobs/bullmq.js';
 import { buildTestApp, type TestApp } from '../helpers/app.js';
 import { HAS_PG, HAS_REDIS } from '../helpers/env.js';
 import { createDocument, getDoc, newOrg, outboxRows, PNG_1PX, processedEvents, waitFor } from '../jobs/helpers.js';
@@ -36,8 +37,11 @@ describe.skipIf(!HAS_PG || !HAS_REDIS)('worker killed mid-job (BullMQ on Redis)'
     const doc = await waitFor(() => getDoc(app, org, d.documentId), (x) => x.status !== 'pending', 30_000);
     expect(doc.status).toBe('ready');
     expect(await processedEvents(app, org, d.documentId)).toHaveLength(1);
-    const job = await app.jobs.queue!.queue.getJob(`main-${(await outboxRows(app, org, 'job'))[0].id}`);
+    const [row] = await outboxRows(app, org, 'job');
+    const job = await app.jobs.queue!.queue.getJob(bullJobId('main', row));
     expect(job?.stalledCounter).toBeGreaterThanOrEqual(1);
+    // The job's outbox row is done once the job finished (on the second worker).
+    await waitFor(async () => (await outboxRows(app, org, 'job'))[0], (r) => r.published_at !== null, 10_000);
   }, 60_000);
 });
 

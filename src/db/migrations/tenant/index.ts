@@ -4,6 +4,7 @@ import * as m0002 from './0002_outbox.js';
 import * as m0003 from './0003_outbox_delivery.js';
 import * as m0004 from './0004_documents_search.js';
 import * as m0005 from './0005_documents_throughput.js';
+import * as m0006 from './0006_outbox_jobs.js';
 
 /**
  * Tenant-data migrations, in order. They run on the main database (tables of
@@ -15,4 +16,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0003_outbox_delivery': m0003,
   '0004_documents_search': m0004,
   '0005_documents_throughput': m0005,
+  '0006_outbox_jobs': m0006,
 };
