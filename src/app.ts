@@ -15,19 +15,22 @@ import { openDatabase, type Database } from './db/index.js';
 import { migrateMain } from './db/migrate.js';
 import type { ControlSchema } from './db/schema.js';
 import { createTenantDatabases, type TenantDatabases } from './db/tenant-db.js';
-import { openRedis, type Redis } from './redis.js';
+import { openRedis, waitForRedis, type Redis } from './redis.js';
 import { errorHandlerPlugin } from './http/errors.js';
 import { openapiPlugin } from './http/openapi.js';
 import { healthPlugin } from './http/health.js';
 import { metricsPlugin } from './http/metrics.js';
 import { buildValidator } from './http/validation.js';
 import { SECURITY_HEADERS, securityHeadersPlugin } from './http/security-headers.js';
+import { unreadBodyPlugin } from './http/unread-body.js';
+import type { BlobStore } from './storage/blob-store.js';
 import { authPlugin } from './auth/plugin.js';
 import { authRoutes } from './auth/routes.js';
 import { userRoutes } from './users/routes.js';
 import { tenantContextPlugin } from './tenants/context.js';
 import { storagePlugin } from './documents/storage-plugin.js';
 import { documentsPlugin } from './documents/routes.js';
+import { MULTIPART_OVERHEAD } from './documents/upload.js';
 import { tenantsPlugin } from './tenants/plugin.js';
 import { jobsPlugin } from './jobs/plugin.js';
 import { auditPlugin } from './audit/plugin.js';
@@ -46,16 +49,31 @@ declare module 'fastify' {
 export interface BuildOptions {
   /** Pino options or false; defaults to JSON logs at config.logLevel. */
   logger?: FastifyServerOptions['logger'];
+  /** A blob store to use instead of the configured one (tests: a store that fails on cue). */
+  storage?: BlobStore;
 }
 
 /** Connections shared by the app: database, tenant routing, Redis. Closed with the app. */
 const corePlugin = fp(
   async (app: FastifyInstance, opts: { config: Config }) => {
     const { config } = opts;
-    const database = await openDatabase({ databaseUrl: config.databaseUrl, pgliteDir: config.pgliteDir, poolMax: config.dbPoolMax });
+    const database = await openDatabase({
+      databaseUrl: config.databaseUrl,
+      pgliteDir: config.pgliteDir,
+      poolMax: config.dbPoolMax,
+      connectTimeoutMs: config.dbConnectTimeoutMs,
+      onConnectionError: (err) => app.log.warn({ err }, 'a database connection was lost; the pool replaces it'),
+    });
     if (config.autoMigrate) await migrateMain(database.db);
     const tenantDbs = createTenantDatabases(database.db, database.pool);
-    const redis = config.redisUrl ? openRedis(config.redisUrl) : null;
+    const redis = config.redisUrl
+      ? openRedis(config.redisUrl, { connectTimeoutMs: config.redisConnectTimeoutMs, commandTimeoutMs: config.redisCommandTimeoutMs })
+      : null;
+    if (redis) {
+      await waitForRedis(redis, config.redisConnectTimeoutMs).catch((err: unknown) =>
+        app.log.warn({ err }, 'Redis is not reachable; starting without it (login limits fall back to this process, /ready reports it)'),
+      );
+    }
 
     app.decorate('config', config);
     app.decorate('database', database);
@@ -87,6 +105,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     },
     trustProxy: config.trustProxy,
     bodyLimit: 1024 * 1024,
+    requestTimeout: config.http.requestTimeoutMs,
+    connectionTimeout: config.http.connectionTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    http: { headersTimeout: config.http.headersTimeoutMs, requestTimeout: config.http.requestTimeoutMs },
     return503OnClosing: true,
     schemaController: { compilersFactory: { buildValidator: buildValidator() as any } },
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -98,6 +120,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   // JSON only: a text/plain body is 415, not a string that fails validation.
   app.removeContentTypeParser('text/plain');
   await app.register(errorHandlerPlugin);
+  // A body left unread by an early answer (401, 413...) is discarded after it, up to the largest upload.
+  await app.register(unreadBodyPlugin, { maxBytes: config.maxFileSizeBytes + MULTIPART_OVERHEAD });
   await app.register(healthPlugin);
   await app.register(metricsPlugin);
   await app.register(corePlugin, { config });
@@ -108,7 +132,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(openapiPlugin);
   await app.register(authPlugin);
   await app.register(tenantContextPlugin);
-  await app.register(storagePlugin);
+  await app.register(storagePlugin, { storage: opts.storage });
 
   await app.register(authRoutes, { prefix: '/api/auth' });
   await app.register(userRoutes, { prefix: '/api/users' });
