@@ -19,6 +19,7 @@ import { HAS_PG, requirePg } from '../helpers/env.js';
 import { multipart } from '../documents/helpers.js';
 import { createDocument, getDoc, newOrg, waitFor } from '../jobs/helpers.js';
 import { envFor, startChild, type Child } from '../worker/child.js';
+import { closeWithTenantDatabases } from '../tenants/helpers.js';
 
 const FIXTURE = 'test/faults/fixtures/gated.ts';
 
@@ -48,7 +49,7 @@ describe.skipIf(!HAS_PG)('PostgreSQL connection terminated inside an open transa
   let gateDir: string | undefined;
   afterEach(async () => {
     await child?.kill();
-    await t?.close();
+    await closeWithTenantDatabases(t);
     if (gateDir) fs.rmSync(gateDir, { recursive: true, force: true });
     child = t = gateDir = undefined;
   });
@@ -58,38 +59,52 @@ describe.skipIf(!HAS_PG)('PostgreSQL connection terminated inside an open transa
     return path.join(gateDir, 'open');
   }
 
-  it('API: the upload answers 503 database_unavailable, the process stays up and the next upload is stored', async () => {
-    t = await buildTestApp({ mode: 'postgres' });
-    const org = await newOrg(t.app);
-    const gate = gateFile();
-    child = startChild(FIXTURE, envFor(t.config, { ROLE: 'api', GATE: 'commit', GATE_FILE: gate, LOG_LEVEL: 'warn' }));
-    const port = Number((await child.waitFor(/LISTENING (\d+)/))[1]);
-    const url = `http://127.0.0.1:${port}/api/tenants/${org.tenant.id}/documents`;
-    const send = (text: string) => {
-      const body = multipart([{ name: 'file', filename: 'a.txt', contentType: 'text/plain', data: text }]);
-      return fetch(url, { method: 'POST', headers: { ...org.session.auth, ...body.headers }, body: body.payload });
-    };
+  it.each(['shared', 'dedicated'] as const)(
+    'API, %s tenant: the upload answers 503 database_unavailable, the process stays up and the next upload is stored',
+    async (isolation) => {
+      t = await buildTestApp({ mode: 'postgres' });
+      const org = await newOrg(t.app);
+      let tenant = org.tenant;
+      if (isolation === 'dedicated') {
+        const res = await t.app.inject({
+          method: 'POST', url: '/api/tenants', headers: org.session.auth, payload: { name: `Dedicated ${Date.now()}`, isolation: 'dedicated' },
+        });
+        expect(res.statusCode, res.body).toBe(201);
+        tenant = await t.app.db.selectFrom('tenants').select(['id', 'isolation', 'db_server', 'db_name', 'storage_quota_mb'])
+          .where('id', '=', res.json().id).executeTakeFirstOrThrow();
+      }
+      const database = tenant.db_name ?? new URL(t.config.databaseUrl!).pathname.slice(1);
+      const gate = gateFile();
+      child = startChild(FIXTURE, envFor(t.config, { ROLE: 'api', GATE: 'commit', GATE_FILE: gate, LOG_LEVEL: 'warn' }));
+      const port = Number((await child.waitFor(/LISTENING (\d+)/))[1]);
+      const url = `http://127.0.0.1:${port}/api/tenants/${tenant.id}/documents`;
+      const send = (text: string) => {
+        const body = multipart([{ name: 'file', filename: 'a.txt', contentType: 'text/plain', data: text }]);
+        return fetch(url, { method: 'POST', headers: { ...org.session.auth, ...body.headers }, body: body.payload });
+      };
 
-    const first = send('held while its connection is terminated');
-    await child.waitFor(/HELD commit/);
-    expect(await terminateIdleInTransaction(new URL(t.config.databaseUrl!).pathname.slice(1))).toBe(1);
-    fs.writeFileSync(gate, '');
+      const first = send('held while its connection is terminated');
+      await child.waitFor(/HELD commit/);
+      expect(await terminateIdleInTransaction(database)).toBe(1);
+      fs.writeFileSync(gate, '');
 
-    const res = await first;
-    expect(res.status).toBe(503);
-    expect(res.headers.get('content-type')).toMatch(/application\/problem\+json/);
-    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
-    expect(await res.json()).toMatchObject({ status: 503, code: 'database_unavailable' });
-    expect(child.proc.exitCode).toBeNull();
+      const res = await first;
+      expect(res.status).toBe(503);
+      expect(res.headers.get('content-type')).toMatch(/application\/problem\+json/);
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(await res.json()).toMatchObject({ status: 503, code: 'database_unavailable' });
+      expect(child.proc.exitCode).toBeNull();
 
-    // Still serving, with the pool's other (or new) connections; nothing of the failed upload was kept.
-    const next = await send('the next upload');
-    expect(next.status).toBe(201);
-    const docs = await t.app.tenantDbs.withTenant(org.tenant, (trx) => trx.selectFrom('documents').select('filename').execute());
-    expect(docs).toHaveLength(1);
-    expect(child.output()).not.toMatch(/Unhandled 'error' event|uncaught/i);
-    expect(child.proc.exitCode).toBeNull();
-  }, 60_000);
+      // Still serving, with the pool's other (or new) connections; nothing of the failed upload was kept.
+      const next = await send('the next upload');
+      expect(next.status).toBe(201);
+      const docs = await t.app.tenantDbs.withTenant(tenant, (trx) => trx.selectFrom('documents').select('filename').execute());
+      expect(docs).toHaveLength(1);
+      expect(child.output()).not.toMatch(/Unhandled 'error' event|uncaught/i);
+      expect(child.proc.exitCode).toBeNull();
+    },
+    60_000,
+  );
 
   it('worker: the job reading the blob inside its transaction fails, is retried, and the document ends ready', async () => {
     t = await buildTestApp({ mode: 'postgres' });
