@@ -65,7 +65,8 @@ function watchBodyIdle(req: IncomingMessage, ms: number): () => void {
     }
     stop();
     // @fastify/multipart listens for the request's errors: it ends the parts with this one.
-    req.emit('error', new BodyIdleTimeout(ms));
+    if (req.listenerCount('error') > 0) req.emit('error', new BodyIdleTimeout(ms));
+    else req.destroy();
   }, ms);
   const onData = () => timer.refresh();
   req.on('data', onData);
@@ -136,11 +137,12 @@ export async function receiveUpload(
   let part: MultipartFile | null = null;
   let filenameField: string | undefined;
   let otherFile = false;
-  const stopWatching = watchBodyIdle(request.raw, limits.bodyIdleTimeoutMs);
+  let stopWatching = () => {};
   try {
     const parts = request.parts({
       limits: { fileSize: maxBytes + 1, files: 1, fields: 10, fieldSize: 64 * 1024, parts: 20, headerPairs: 100 },
     });
+    stopWatching = watchBodyIdle(request.raw, limits.bodyIdleTimeoutMs);
     for await (const p of parts as AsyncIterable<Multipart>) {
       if (p.type === 'field') {
         if (p.fieldname === 'filename' && typeof p.value === 'string') filenameField = p.value;
