@@ -15,19 +15,22 @@ import { openDatabase, type Database } from './db/index.js';
 import { migrateMain } from './db/migrate.js';
 import type { ControlSchema } from './db/schema.js';
 import { createTenantDatabases, type TenantDatabases } from './db/tenant-db.js';
-import { openRedis, type Redis } from './redis.js';
+import { openRedis, waitForRedis, type Redis } from './redis.js';
 import { clientErrorHandler, errorHandlerPlugin, frameworkErrors } from './http/errors.js';
 import { openapiPlugin } from './http/openapi.js';
 import { healthPlugin } from './http/health.js';
 import { metricsPlugin } from './http/metrics.js';
 import { buildValidator } from './http/validation.js';
 import { SECURITY_HEADERS, securityHeadersPlugin } from './http/security-headers.js';
+import { unreadBodyPlugin } from './http/unread-body.js';
+import type { BlobStore } from './storage/blob-store.js';
 import { authPlugin } from './auth/plugin.js';
 import { authRoutes } from './auth/routes.js';
 import { userRoutes } from './users/routes.js';
 import { tenantContextPlugin } from './tenants/context.js';
 import { storagePlugin } from './documents/storage-plugin.js';
 import { documentsPlugin } from './documents/routes.js';
+import { MULTIPART_OVERHEAD } from './documents/upload.js';
 import { tenantsPlugin } from './tenants/plugin.js';
 import { jobsPlugin } from './jobs/plugin.js';
 import { auditPlugin } from './audit/plugin.js';
@@ -48,6 +51,8 @@ export interface BuildOptions {
   logger?: FastifyServerOptions['logger'];
   /** What this process is ('server', 'worker'): named to a second process refused the embedded database. */
   role?: string;
+  /** A blob store to use instead of the configured one (tests: a store that fails on cue). */
+  storage?: BlobStore;
 }
 
 /** Connections shared by the app: database, tenant routing, Redis. Closed with the app. */
@@ -55,12 +60,24 @@ const corePlugin = fp(
   async (app: FastifyInstance, opts: { config: Config; role: string }) => {
     const { config } = opts;
     const database = await openDatabase({
-      databaseUrl: config.databaseUrl, pgliteDir: config.pgliteDir, poolMax: config.dbPoolMax,
-      role: opts.role, onStaleLock: (message) => app.log.warn(message),
+      databaseUrl: config.databaseUrl,
+      pgliteDir: config.pgliteDir,
+      poolMax: config.dbPoolMax,
+      connectTimeoutMs: config.dbConnectTimeoutMs,
+      onConnectionError: (err) => app.log.warn({ err }, 'a database connection was lost; the pool replaces it'),
+      role: opts.role,
+      onStaleLock: (message) => app.log.warn(message),
     });
     if (config.autoMigrate) await migrateMain(database.db);
     const tenantDbs = createTenantDatabases(database.db, database.pool);
-    const redis = config.redisUrl ? openRedis(config.redisUrl) : null;
+    const redis = config.redisUrl
+      ? openRedis(config.redisUrl, { connectTimeoutMs: config.redisConnectTimeoutMs, commandTimeoutMs: config.redisCommandTimeoutMs })
+      : null;
+    if (redis) {
+      await waitForRedis(redis, config.redisConnectTimeoutMs).catch((err: unknown) =>
+        app.log.warn({ err }, 'Redis is not reachable; starting without it (login limits fall back to this process, /ready reports it)'),
+      );
+    }
 
     app.decorate('config', config);
     app.decorate('database', database);
@@ -92,6 +109,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     },
     trustProxy: config.trustProxy,
     bodyLimit: 1024 * 1024,
+    requestTimeout: config.http.requestTimeoutMs,
+    connectionTimeout: config.http.connectionTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    http: { headersTimeout: config.http.headersTimeoutMs, requestTimeout: config.http.requestTimeoutMs },
     // Answered as problem+json by src/http/errors.ts: requests while closing (503), router and HTTP parser errors.
     return503OnClosing: false,
     frameworkErrors,
@@ -106,6 +127,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   // JSON only: a text/plain body is 415, not a string that fails validation.
   app.removeContentTypeParser('text/plain');
   await app.register(errorHandlerPlugin);
+  // A body left unread by an early answer (401, 413...) is discarded after it, up to the largest upload.
+  await app.register(unreadBodyPlugin, { maxBytes: config.maxFileSizeBytes + MULTIPART_OVERHEAD });
   await app.register(healthPlugin);
   await app.register(metricsPlugin);
   await app.register(corePlugin, { config, role: opts.role ?? 'server' });
@@ -116,7 +139,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(openapiPlugin);
   await app.register(authPlugin);
   await app.register(tenantContextPlugin);
-  await app.register(storagePlugin);
+  await app.register(storagePlugin, { storage: opts.storage });
 
   await app.register(authRoutes, { prefix: '/api/auth' });
   await app.register(userRoutes, { prefix: '/api/users' });

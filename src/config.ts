@@ -23,6 +23,8 @@ export interface Config {
   /** Directory of the embedded PGlite database; undefined with databaseUrl, or 'memory://' in tests. */
   pgliteDir: string;
   dbPoolMax: number;
+  /** Bound on opening a database connection and on waiting for a free one in the pool. */
+  dbConnectTimeoutMs: number;
   /** PostgreSQL servers (admin URLs) that can hold dedicated tenant databases. */
   tenantDbServers: string[];
   tenantPoolMaxTotal: number;
@@ -35,6 +37,21 @@ export interface Config {
    * whether it still has it (and adds it again if not). Also checked at relay start and on reconnect.
    */
   jobRecheckMs: number;
+  /** Bound on connecting to Redis (then commands fail at once until it is back: no offline queue). */
+  redisConnectTimeoutMs: number;
+  /** A Redis command unanswered for this long fails. */
+  redisCommandTimeoutMs: number;
+  /** Each /ready check fails after this long (they run in parallel). */
+  readyTimeoutMs: number;
+  /** Node's HTTP server timeouts (see .env.example). */
+  http: {
+    requestTimeoutMs: number;
+    headersTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+    connectionTimeoutMs: number;
+  };
+  /** An upload whose body sends nothing for this long is cut (408). */
+  bodyIdleTimeoutMs: number;
   secretKey: string;
   jwtSecretKey: string;
   accessTokenTtl: number;
@@ -55,10 +72,15 @@ export interface Config {
   embeddedUploadFolder?: string;
   maxFileSizeBytes: number;
   storageQuotaMb: number;
+  /** /ready reports local storage with less free space than this (0: not checked). */
+  storageMinFreeMb: number;
   deleteFailedUploads: boolean;
   s3: S3Config | null;
   corsOrigins: string[] | true | false;
+  /** Failed logins of one email from one client address per window. */
   loginRateLimit: number;
+  /** Failed logins from one client address per window, whatever the email. */
+  loginIpRateLimit: number;
   loginRateWindowSec: number;
   eventPublisher?: 'kafka' | 'nats' | 'redis' | 'log';
   kafkaBrokers: string[];
@@ -174,6 +196,20 @@ export function loadConfig(env: Env = process.env): Config {
   const embeddedUploads = path.join(dataDir, 'uploads');
   const uploadFolder = path.resolve(uploadSetting ?? (databaseUrl ? path.join(dataDir, `uploads-${databaseName(databaseUrl)}`) : embeddedUploads));
 
+  const http = {
+    requestTimeoutMs: int(env, 'HTTP_REQUEST_TIMEOUT_MS', 600_000, 1_000),
+    headersTimeoutMs: int(env, 'HTTP_HEADERS_TIMEOUT_MS', 30_000, 1_000),
+    keepAliveTimeoutMs: int(env, 'HTTP_KEEP_ALIVE_TIMEOUT_MS', 72_000, 1_000),
+    connectionTimeoutMs: int(env, 'HTTP_CONNECTION_TIMEOUT_MS', 120_000, 1_000),
+  };
+  if (http.headersTimeoutMs > http.requestTimeoutMs) {
+    throw new ConfigError('HTTP_HEADERS_TIMEOUT_MS', `must not be more than HTTP_REQUEST_TIMEOUT_MS (${http.requestTimeoutMs})`);
+  }
+  const bodyIdleTimeoutMs = int(env, 'BODY_IDLE_TIMEOUT_MS', 30_000, 100);
+  if (bodyIdleTimeoutMs >= http.connectionTimeoutMs) {
+    throw new ConfigError('BODY_IDLE_TIMEOUT_MS', `must be less than HTTP_CONNECTION_TIMEOUT_MS (${http.connectionTimeoutMs})`);
+  }
+
   const webConcurrency = int(env, 'WEB_CONCURRENCY', 1, 1, 64);
   if (webConcurrency > 1 && !databaseUrl) {
     throw new ConfigError('WEB_CONCURRENCY', 'must be 1 on the embedded PGlite database (one process owns it); set DATABASE_URL to run several');
@@ -190,6 +226,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl,
     pgliteDir: path.join(dataDir, 'pglite'),
     dbPoolMax: int(env, 'DB_POOL_MAX', 20, 1, 1000),
+    dbConnectTimeoutMs: int(env, 'DB_CONNECT_TIMEOUT_MS', 3_000, 50, 600_000),
     tenantDbServers: list(env, 'TENANT_DB_SERVERS').length
       ? list(env, 'TENANT_DB_SERVERS')
       : databaseUrl
@@ -200,6 +237,11 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
     redisPrefix: str(env, 'REDIS_PREFIX') ?? 'tb:',
     jobRecheckMs: int(env, 'JOB_RECHECK_MS', 5 * 60_000, 1_000, 24 * 3_600_000),
+    redisConnectTimeoutMs: int(env, 'REDIS_CONNECT_TIMEOUT_MS', 2_000, 50, 600_000),
+    redisCommandTimeoutMs: int(env, 'REDIS_COMMAND_TIMEOUT_MS', 1_000, 50, 600_000),
+    readyTimeoutMs: int(env, 'READY_TIMEOUT_MS', 1_000, 50, 60_000),
+    http,
+    bodyIdleTimeoutMs,
     secretKey,
     jwtSecretKey,
     accessTokenTtl: int(env, 'JWT_ACCESS_TOKEN_EXPIRES', 15 * 60, 10),
@@ -210,10 +252,12 @@ export function loadConfig(env: Env = process.env): Config {
     embeddedUploadFolder: !uploadSetting && databaseUrl ? embeddedUploads : undefined,
     maxFileSizeBytes: int(env, 'MAX_FILE_SIZE_MB', 100, 1, 1_000_000) * 1024 * 1024,
     storageQuotaMb: int(env, 'STORAGE_QUOTA_MB', 1000, 1, 100_000_000),
+    storageMinFreeMb: int(env, 'STORAGE_MIN_FREE_MB', 100, 0, 100_000_000),
     deleteFailedUploads: bool(env, 'DELETE_FAILED_UPLOADS', false),
     s3,
     corsOrigins,
     loginRateLimit: int(env, 'LOGIN_RATE_LIMIT', 10, 1),
+    loginIpRateLimit: int(env, 'LOGIN_IP_RATE_LIMIT', 100, 1),
     loginRateWindowSec: int(env, 'LOGIN_RATE_WINDOW', 60, 1),
     eventPublisher: publisher,
     kafkaBrokers: list(env, 'KAFKA_BROKERS'),

@@ -10,7 +10,7 @@ import { errors } from '../http/errors.js';
 import { bindLog } from '../http/log.js';
 import { csrfMatches, resolveBearer, resolveCookie, type AuthDeps, type AuthUser, type TenantLookup } from './service.js';
 import { dbDenylist, redisDenylist } from './revocation.js';
-import { memoryRateLimiter, redisRateLimiter } from './rate-limit.js';
+import { memoryRateLimiter, redisRateLimiter, withFallback } from './rate-limit.js';
 import { hmacKey } from './tokens.js';
 import { UUID_RE } from '../http/ids.js';
 
@@ -46,7 +46,7 @@ export const authPlugin = fp(
       key: await hmacKey(config.jwtSecretKey),
       pool: app.database.pool,
       denylist: redis ? redisDenylist(redis, config.redisPrefix) : dbDenylist(db),
-      limiter: redis ? redisRateLimiter(redis, config.redisPrefix) : memoryRateLimiter(),
+      limiter: redis ? withFallback(redisRateLimiter(redis, config.redisPrefix), memoryRateLimiter(), app.log) : memoryRateLimiter(),
     };
     app.decorate('auth', deps);
     app.decorateRequest('user', null as unknown as AuthUser);

@@ -108,7 +108,7 @@ export const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: Type.Object({ success: Type.Boolean() }), ...problems(401, 403) },
       },
     }, async (request, reply) => {
-      await logout(deps, request.user);
+      await logout(deps, request.user, request.log);
       reply.clearCookie(SESSION_COOKIE, { path: '/' });
       return { success: true };
     });

@@ -8,7 +8,7 @@ import { sql, type CompiledQuery, type InferResult, type Kysely } from 'kysely';
 import type { ControlSchema, User } from '../db/schema.js';
 import type { TenantContext } from '../tenants/context.js';
 import type { Config } from '../config.js';
-import { errors } from '../http/errors.js';
+import { connectionFailure, errors } from '../http/errors.js';
 import { hashPassword, verifyPassword } from './passwords.js';
 import { randomToken, sha256, signAccessToken, verifyAccessToken, safeEqual, type TokenKey } from './tokens.js';
 import type { Denylist } from './revocation.js';
@@ -116,12 +116,29 @@ export async function register(
   }
 }
 
+/**
+ * Login limits count failed attempts only, in fixed windows of LOGIN_RATE_WINDOW:
+ *  - per email and client address (LOGIN_RATE_LIMIT): one address guessing one
+ *    account's password is stopped; a successful login clears this count;
+ *  - per client address (LOGIN_IP_RATE_LIMIT): one address trying many accounts
+ *    is stopped.
+ * There is no count per email alone, on purpose: failures from anywhere would
+ * then lock the account's owner out, and a flood of failed logins must never
+ * block the right password from another address. Each attempt is counted
+ * before the password is checked (parallel guesses cannot overrun a limit) and
+ * given back when the password is right, so successful logins use no budget.
+ */
+export function loginLimitKeys(email: string, ip: string) {
+  return { ip: `login:fail:ip:${ip}`, emailIp: `login:fail:email-ip:${ip}:${email}` };
+}
+
 export async function login(deps: AuthDeps, input: { email: string; password: string; ip: string; userAgent?: string }) {
   const email = normalizeEmail(input.email);
-  const { loginRateLimit: limit, loginRateWindowSec: window } = deps.config;
+  const { loginRateLimit, loginIpRateLimit, loginRateWindowSec: window } = deps.config;
+  const keys = loginLimitKeys(email, input.ip);
   const [byIp, byEmail] = await Promise.all([
-    deps.limiter.hit(`login:ip:${input.ip}`, limit, window),
-    deps.limiter.hit(`login:email:${email}`, limit, window),
+    deps.limiter.hit(keys.ip, loginIpRateLimit, window),
+    deps.limiter.hit(keys.emailIp, loginRateLimit, window),
   ]);
   if (!byIp.allowed || !byEmail.allowed) {
     throw errors.tooManyRequests(Math.max(byIp.allowed ? 0 : byIp.retryAfterSec, byEmail.allowed ? 0 : byEmail.retryAfterSec),
@@ -130,6 +147,7 @@ export async function login(deps: AuthDeps, input: { email: string; password: st
   const user = await deps.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
   const ok = await verifyPassword(user?.password_hash ?? null, input.password);
   if (!user || !ok) throw errors.unauthorized('Invalid email or password', 'invalid_credentials');
+  await Promise.all([deps.limiter.refund(keys.ip), deps.limiter.reset(keys.emailIp)]);
   if (!user.is_active) throw errors.forbidden('This account is deactivated', 'account_disabled');
 
   const issued = await startSession(deps, user.id, input.ip, input.userAgent);
@@ -201,11 +219,20 @@ export async function refresh(deps: AuthDeps, token: string) {
   return { accessToken: access.token, refreshToken: result.refreshToken, expiresIn: deps.config.accessTokenTtl };
 }
 
-/** Revoke the session (cookie + refresh family) and deny the access token used, at once. */
-export async function logout(deps: AuthDeps, user: AuthUser): Promise<void> {
+/**
+ * Revoke the session (cookie + refresh family) and deny the access token used, at once.
+ * The session row is what every process checks (resolveBearer), so once it is revoked the
+ * logout has taken effect: a denylist that cannot be written (Redis away) is logged, not fatal.
+ */
+export async function logout(deps: AuthDeps, user: AuthUser, log?: { warn(obj: object, msg: string): void }): Promise<void> {
   await deps.db.updateTable('sessions').set({ revoked_at: new Date() }).where('id', '=', user.sessionId)
     .where('revoked_at', 'is', null).execute();
-  if (user.jti && user.tokenExp) await deps.denylist.revoke(user.jti, user.tokenExp);
+  if (user.jti && user.tokenExp) {
+    await deps.denylist.revoke(user.jti, user.tokenExp).catch((err: unknown) => {
+      if (!connectionFailure(err)) throw err;
+      log?.warn({ err }, 'logout: the session is revoked, but the access token could not be added to the denylist');
+    });
+  }
 }
 
 /**

@@ -7,6 +7,7 @@ import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { lockDataDir } from './data-dir-lock.js';
 import type { ControlSchema } from './schema.js';
+import { markDependency } from '../http/errors.js';
 
 // bigint (count, sums of sizes) and numeric as JS numbers: sizes stay far below 2^53.
 pg.types.setTypeParser(20, (v) => Number(v));
@@ -29,10 +30,33 @@ export function describeDatabase(config: { databaseUrl?: string; pgliteDir: stri
   return `PostgreSQL ${u.hostname}:${u.port || '5432'}${u.pathname}`;
 }
 
-export function createPgPool(connectionString: string, max: number): pg.Pool {
-  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000 });
-  // An idle client that errors (server restart) must not crash the process.
-  pool.on('error', () => {});
+export interface PgPoolOptions {
+  max: number;
+  /** Bound on opening a connection and on waiting for a free one (then the query fails: 503). */
+  connectTimeoutMs?: number;
+  /** Told about each connection the server ends or loses (restart, pg_terminate_backend, failover). */
+  onConnectionError?: (err: Error) => void;
+}
+
+export function createPgPool(connectionString: string, opts: PgPoolOptions): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString,
+    max: opts.max,
+    idleTimeoutMillis: 30_000,
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
+  });
+  // pg-pool listens for 'error' only while a client is idle in the pool: a checked-out client
+  // whose connection ends (a transaction idle between statements when the server restarts:
+  // 57P01) would emit an unhandled 'error' and kill the process. Every client gets a listener
+  // for its whole life; the statement that uses it next fails (503) and the pool discards it.
+  pool.on('connect', (client) => client.on('error', (err) => opts.onConnectionError?.(err)));
+  pool.on('error', () => {}); // an idle client's error: the client's own listener above reports it
+  // A failed connection attempt is a plain socket error (ECONNREFUSED): mark it as the database's.
+  const connect = pool.connect.bind(pool) as (cb?: (err: Error | undefined, ...rest: unknown[]) => void) => Promise<unknown> | void;
+  (pool as { connect: typeof connect }).connect = (cb) =>
+    cb
+      ? connect((err, ...rest) => cb(err && markDependency(err, 'database'), ...rest))
+      : (connect() as Promise<unknown>).catch((err: unknown) => Promise.reject(markDependency(err, 'database')));
   return pool;
 }
 
@@ -40,6 +64,10 @@ export interface OpenDatabaseOptions {
   databaseUrl?: string;
   pgliteDir: string;
   poolMax: number;
+  /** Bound on opening a connection and on waiting for a free one (then the query fails: 503). */
+  connectTimeoutMs?: number;
+  /** Told about each connection the server ends or loses (restart, pg_terminate_backend, failover). */
+  onConnectionError?: (err: Error) => void;
   /**
    * What this process is, for the embedded database's lock ('server', 'worker', 'cli <command>'):
    * a second opener is refused with a message naming it (src/db/data-dir-lock.ts).
@@ -51,7 +79,7 @@ export interface OpenDatabaseOptions {
 
 export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database> {
   if (opts.databaseUrl) {
-    const pool = createPgPool(opts.databaseUrl, opts.poolMax);
+    const pool = createPgPool(opts.databaseUrl, { max: opts.poolMax, connectTimeoutMs: opts.connectTimeoutMs, onConnectionError: opts.onConnectionError });
     const db = new Kysely<ControlSchema>({ dialect: new PostgresDialect({ pool }) });
     return { db, kind: 'postgres', pool, close: () => db.destroy() };
   }

@@ -4,7 +4,7 @@
  * seed-001 current-organization API /api/files — one domain model, one storage.
  * Multipart parsing is registered here only (streamed; never buffered).
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import multipart from '@fastify/multipart';
 import { Type } from '@sinclair/typebox';
@@ -52,15 +52,12 @@ function toFile(f: FileWithCount) {
 
 const docNotFound = () => errors.notFound('Document not found', 'document_not_found');
 
-/** Upload routes answer with `Connection: close` when they refused a body they did not read to the end. */
-async function closeUnreadBody(request: FastifyRequest, reply: FastifyReply, payload: unknown) {
-  if (!request.raw.readableEnded && reply.statusCode >= 400) reply.header('connection', 'close');
-  return payload;
-}
-
 /** Receive and place an upload; its audit entry (answered 201) is written in the document's transaction. */
-async function upload(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
-  const received = await receiveUpload(request, reply, app.storage, app.config.maxFileSizeBytes);
+async function upload(app: FastifyInstance, request: FastifyRequest) {
+  const received = await receiveUpload(request, app.storage, {
+    maxBytes: app.config.maxFileSizeBytes,
+    bodyIdleTimeoutMs: app.config.bodyIdleTimeoutMs,
+  });
   const { document } = await placeUpload(
     { app, storage: app.storage },
     {
@@ -105,7 +102,6 @@ const uploadDescription =
 export const tenantDocumentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('onRequest', app.authenticate);
   app.addHook('onRequest', app.tenantContext);
-  app.addHook('onSend', closeUnreadBody);
 
   app.post('/', {
     preHandler: requireRole('user'),
@@ -117,7 +113,7 @@ export const tenantDocumentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       params: Type.Object({ tid: Type.String() }),
       response: { 201: DocumentSchema, ...problems(400, 401, 403, 404, 413, 415) },
     },
-  }, async (request, reply) => reply.status(201).send(toDocument(await upload(app, request, reply))));
+  }, async (request, reply) => reply.status(201).send(toDocument(await upload(app, request))));
 
   app.get('/', {
     schema: {
@@ -293,7 +289,6 @@ export const currentOrgFileRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (!tid) throw errors.conflict('You are not a member of any organization', 'no_organization');
     request.tenant = await app.resolveTenant(request.user.id, tid);
   });
-  app.addHook('onSend', closeUnreadBody);
 
   const toSummary = (d: DocumentWithFile) => ({
     id: d.id,
@@ -314,7 +309,7 @@ export const currentOrgFileRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 201: OrgUploadResult, ...problems(400, 401, 403, 404, 409, 413, 415) },
     },
   }, async (request, reply) => {
-    const doc = await upload(app, request, reply);
+    const doc = await upload(app, request);
     return reply.status(201).send({ file_id: doc.id, filename: doc.filename, status: doc.status });
   });
 

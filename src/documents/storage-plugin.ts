@@ -1,7 +1,8 @@
 /**
  * `app.storage`: the blob store of this deployment — S3-compatible when S3_BUCKET
  * is set (config.s3), else local disk under UPLOAD_FOLDER — with a readiness
- * check. Outside production a missing S3 bucket is created at start-up.
+ * check (reachable and writable; local disk: at least STORAGE_MIN_FREE_MB free).
+ * Outside production a missing S3 bucket is created at start-up.
  *
  * Before the app is ready:
  *  - the storage root must be this deployment's (src/storage/owner.ts): a root
@@ -24,6 +25,8 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { createLocalStore } from '../storage/local.js';
 import { checkStorageOwner, readDeploymentId, readMarker, storageRoot, StorageOwnerError } from '../storage/owner.js';
 import { STAGING_MAX_AGE_MS } from './gc.js';
+
+const MB = 1024 * 1024;
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -88,7 +91,20 @@ export const storagePlugin = fp(
         ? (await import('../storage/s3.js')).createS3Store(config.s3)
         : createLocalStore({ root: config.uploadFolder }));
     app.decorate('storage', storage);
-    app.readiness.push({ name: 'storage', check: () => storage.ping() });
+    const minFree = config.storageMinFreeMb * MB;
+    app.readiness.push({
+      name: 'storage',
+      check: async () => {
+        await storage.ping();
+        // A disk about to fill up: uploads would soon fail with 507, so say so before they do.
+        if (minFree > 0 && storage.freeBytes) {
+          const free = await storage.freeBytes();
+          if (free < minFree) {
+            throw new Error(`${(free / MB).toFixed(1)} MB free, below STORAGE_MIN_FREE_MB=${config.storageMinFreeMb}`);
+          }
+        }
+      },
+    });
 
     if (storage.kind === 's3' && !config.isProduction) {
       app.addHook('onReady', async () => {

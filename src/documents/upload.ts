@@ -8,11 +8,12 @@
  * event in one tenant transaction. Any failure leaves no blob and no row.
  */
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { IncomingMessage } from 'node:http';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Multipart, MultipartFile } from '@fastify/multipart';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { AppError, errors } from '../http/errors.js';
+import { AppError, errors, isStorageFull } from '../http/errors.js';
 import { FileTooLargeError, fileKey, type BlobStore, type StagedBlob } from '../storage/blob-store.js';
 import { sanitizeFilename } from '../storage/filename.js';
 import { isUniqueViolation } from '../tenants/queries.js';
@@ -22,7 +23,7 @@ import { DOCUMENT_COLUMNS, lockContentFile, type DocumentWithFile } from './quer
 import { releaseQuota, reserveQuota } from './quota.js';
 
 /** Room for the multipart envelope (boundaries, part headers, small fields) on top of the file itself. */
-const MULTIPART_OVERHEAD = 1024 * 1024;
+export const MULTIPART_OVERHEAD = 1024 * 1024;
 const MIME_RE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/;
 
 export interface ReceivedUpload {
@@ -36,6 +37,40 @@ class StorageFailure extends Error {
   constructor(override readonly cause: unknown) {
     super('storage failure');
   }
+}
+
+/** The client stopped sending the body. */
+class BodyIdleTimeout extends Error {
+  constructor(readonly ms: number) {
+    super(`no bytes of the request body arrived for ${ms} ms`);
+  }
+}
+
+/**
+ * Fail the multipart parse with BodyIdleTimeout once the body has sent nothing
+ * for `ms` (the parser then destroys the file part, so its staging file is
+ * removed). Time the server itself holds the body back (backpressure from a
+ * slow disk, bytes buffered and unread) does not count. Returns the stop function.
+ */
+function watchBodyIdle(req: IncomingMessage, ms: number): () => void {
+  const stop = () => {
+    clearTimeout(timer);
+    req.off('data', onData);
+  };
+  const timer = setTimeout(function check() {
+    if (req.complete || req.destroyed) return stop();
+    if (req.readableFlowing === false || req.readableLength > 0) {
+      timer.refresh();
+      return;
+    }
+    stop();
+    // @fastify/multipart listens for the request's errors: it ends the parts with this one.
+    if (req.listenerCount('error') > 0) req.emit('error', new BodyIdleTimeout(ms));
+    else req.destroy();
+  }, ms);
+  const onData = () => timer.refresh();
+  req.on('data', onData);
+  return stop;
 }
 
 const tooLarge = (limit: number) =>
@@ -54,6 +89,9 @@ async function drain(stream: NodeJS.ReadableStream): Promise<void> {
 /** Map an error of the multipart parser (not of the storage) to a 4xx. */
 function parserError(err: unknown, maxBytes: number): AppError {
   if (err instanceof AppError) return err;
+  if (err instanceof BodyIdleTimeout) {
+    return new AppError(408, 'request_timeout', `The upload was cut: ${err.message}`, { connection: 'close' });
+  }
   const code = (err as { code?: string }).code;
   switch (code) {
     case 'FST_FILES_LIMIT':
@@ -84,27 +122,27 @@ function parserError(err: unknown, maxBytes: number): AppError {
  */
 export async function receiveUpload(
   request: FastifyRequest,
-  reply: FastifyReply,
   storage: BlobStore,
-  maxBytes: number,
+  limits: { maxBytes: number; bodyIdleTimeoutMs: number },
 ): Promise<ReceivedUpload> {
+  const { maxBytes } = limits;
   if (!request.isMultipart()) {
     throw errors.unsupportedMediaType('The request must be multipart/form-data with a "file" part', 'unsupported_media_type');
   }
+  // Refused before reading; the rest of the body is discarded after the answer (src/http/unread-body.ts).
   const declaredLength = Number(request.headers['content-length']);
-  if (Number.isFinite(declaredLength) && declaredLength > maxBytes + MULTIPART_OVERHEAD) {
-    reply.header('connection', 'close'); // do not read a body we already refuse
-    throw tooLarge(maxBytes);
-  }
+  if (Number.isFinite(declaredLength) && declaredLength > maxBytes + MULTIPART_OVERHEAD) throw tooLarge(maxBytes);
 
   let staged: StagedBlob | null = null;
   let part: MultipartFile | null = null;
   let filenameField: string | undefined;
   let otherFile = false;
+  let stopWatching = () => {};
   try {
     const parts = request.parts({
       limits: { fileSize: maxBytes + 1, files: 1, fields: 10, fieldSize: 64 * 1024, parts: 20, headerPairs: 100 },
     });
+    stopWatching = watchBodyIdle(request.raw, limits.bodyIdleTimeoutMs);
     for await (const p of parts as AsyncIterable<Multipart>) {
       if (p.type === 'field') {
         if (p.fieldname === 'filename' && typeof p.value === 'string') filenameField = p.value;
@@ -124,26 +162,24 @@ export async function receiveUpload(
         // The store reads the part itself and destroys it if the staging fails.
         staged = await storage.stage(p.file, { maxBytes });
       } catch (err) {
-        if (err instanceof FileTooLargeError) {
-          reply.header('connection', 'close');
-          throw tooLarge(maxBytes);
-        }
-        // The client's stream failed (aborted, truncated body): 400. Otherwise the storage failed: 5xx.
-        if (sourceFailed || p.file.errored || request.raw.destroyed) throw parserError(err, maxBytes);
+        if (err instanceof FileTooLargeError) throw tooLarge(maxBytes);
+        // A full disk is the storage's, even when the client's body has ended meanwhile.
+        if (isStorageFull(err)) throw new StorageFailure(err);
+        // The client's stream failed (aborted, truncated, stalled): 4xx. Otherwise the storage failed: 5xx.
+        const clientFailed = sourceFailed || p.file.errored || (request.raw.destroyed && !request.raw.complete);
+        if (clientFailed) throw parserError(err, maxBytes);
         throw new StorageFailure(err);
       }
       if (p.file.truncated) throw tooLarge(maxBytes);
     }
   } catch (err) {
     await (staged as StagedBlob | null)?.discard();
-    if (err instanceof StorageFailure) {
-      if ((err.cause as NodeJS.ErrnoException)?.code === 'ENOSPC') {
-        throw new AppError(507, 'insufficient_storage', 'The storage is full; try again later');
-      }
-      throw err.cause;
-    }
+    // The error handler answers storage failures (507 for a full disk, src/http/errors.ts).
+    if (err instanceof StorageFailure) throw err.cause;
     // Everything else comes from the parser (malformed or truncated body, a second file, limits).
     throw parserError(err, maxBytes);
+  } finally {
+    stopWatching();
   }
 
   if (!staged || !part) {

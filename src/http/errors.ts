@@ -41,6 +41,104 @@ export const errors = {
   unavailable: make(503, 'unavailable', 'Service unavailable'),
 };
 
+/** Seconds a client is asked to wait (Retry-After) when a dependency is down. */
+export const RETRY_AFTER_SEC = 5;
+
+type Dependency = 'database' | 'redis';
+const DEPENDENCY = Symbol('dependency');
+type ErrorLike = { code?: unknown; name?: unknown; message?: unknown; cause?: unknown; errors?: unknown; [DEPENDENCY]?: Dependency };
+
+/**
+ * Record that `err` is a failure to reach `dependency` (a pool marks the errors of its connection
+ * attempts, which are plain socket errors such as ECONNREFUSED). Returns `err`.
+ */
+export function markDependency<T>(err: T, dependency: Dependency): T {
+  if (err && typeof err === 'object') {
+    Object.defineProperty(err, DEPENDENCY, { value: dependency, enumerable: false, configurable: true });
+  }
+  return err;
+}
+
+/** The error and what it wraps (`cause`, AggregateError's `errors`), a few levels deep. */
+function* errorChain(err: unknown, depth = 0): Generator<ErrorLike> {
+  if (!err || typeof err !== 'object' || depth > 4) return;
+  const e = err as ErrorLike;
+  yield e;
+  yield* errorChain(e.cause, depth + 1);
+  if (Array.isArray(e.errors)) for (const inner of e.errors) yield* errorChain(inner, depth + 1);
+}
+
+/** Socket-level failures to reach a server (Node's errno codes). */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE',
+]);
+/**
+ * PostgreSQL SQLSTATEs of a lost or refused connection: class 08 (connection exception), admin/crash
+ * shutdown and "starting up" (57P01-57P03), idle-session and idle-in-transaction timeouts (57P05,
+ * 25P03), too many connections (53300).
+ */
+const PG_CONNECTION_STATES = new Set(['57P01', '57P02', '57P03', '57P05', '25P03', '53300']);
+/** node-postgres and the tenant pools (src/tenants/pool.ts) report these without a code. */
+const PG_CONNECTION_MESSAGES = [
+  /^Connection terminated/, // "... unexpectedly", "... due to connection timeout"
+  /is not queryable/, // a client whose connection failed, used again (the rest of a transaction)
+  /^timeout exceeded when trying to connect/, // pg-pool: no connection within connectionTimeoutMillis
+  /waiting for a tenant database connection/,
+];
+/** ioredis: a command while disconnected (no offline queue), flushed at a reconnect, or unanswered. */
+const REDIS_MESSAGES = [/^Connection is closed/, /^Stream isn't writeable/, /^Command timed out/];
+
+/**
+ * Which dependency a failure to reach it comes from, or null when `err` is
+ * something else (a bug, bad data). Used by the error handler (503) and by
+ * code that has a fallback while a dependency is away (the login limiter).
+ */
+export function connectionFailure(err: unknown): Dependency | 'network' | null {
+  let network = false;
+  let marked: Dependency | undefined;
+  for (const e of errorChain(err)) {
+    marked ??= e[DEPENDENCY];
+    const code = typeof e.code === 'string' ? e.code : '';
+    const message = typeof e.message === 'string' ? e.message : '';
+    if (e.name === 'MaxRetriesPerRequestError' || REDIS_MESSAGES.some((re) => re.test(message))) return 'redis';
+    if (/^08[0-9A-Z]{3}$/.test(code) || PG_CONNECTION_STATES.has(code)) return 'database';
+    if (PG_CONNECTION_MESSAGES.some((re) => re.test(message))) return 'database';
+    if (NETWORK_CODES.has(code)) {
+      if (marked) return marked;
+      network = true;
+    }
+  }
+  // A socket error nobody marked: some server (S3, ...) could not be reached.
+  return network ? 'network' : null;
+}
+
+/** A full disk or an exhausted quota of the storage (ENOSPC, EDQUOT). */
+export function isStorageFull(err: unknown): boolean {
+  for (const e of errorChain(err)) if (e.code === 'ENOSPC' || e.code === 'EDQUOT') return true;
+  return false;
+}
+
+/**
+ * Failures of a dependency rather than of the request: a database or Redis
+ * that cannot be reached answers 503 with Retry-After (`database_unavailable`,
+ * `service_unavailable`), full storage 507 `insufficient_storage`. Null for
+ * anything else.
+ */
+export function dependencyFailure(err: unknown): AppError | null {
+  const retry = { 'retry-after': String(RETRY_AFTER_SEC) };
+  if (isStorageFull(err)) {
+    return new AppError(507, 'insufficient_storage', 'The storage is full; try again later', retry);
+  }
+  switch (connectionFailure(err)) {
+    case 'database':
+      return new AppError(503, 'database_unavailable', 'The database is unavailable; try again shortly', retry);
+    case 'redis':
+    case 'network':
+      return new AppError(503, 'service_unavailable', 'A service this request needs is unavailable; try again shortly', retry);
+  }
+  return null;
+}
+
 export interface Problem {
   type: string;
   title: string;
@@ -182,7 +280,7 @@ export const errorHandlerPlugin = fp(
   async (app: FastifyInstance) => {
     app.addSchema(ProblemSchema);
     app.setErrorHandler((err: FastifyError | AppError, request: FastifyRequest, reply: FastifyReply) => {
-      const appErr = err instanceof AppError ? err : fromFastifyError(err as FastifyError) ?? fromDatabaseDataError(err);
+      const appErr = err instanceof AppError ? err : (fromFastifyError(err as FastifyError) ?? fromDatabaseDataError(err) ?? dependencyFailure(err));
       if (appErr) {
         if (appErr.statusCode >= 500) request.log.error({ err }, appErr.message);
         else if (!(err instanceof AppError) && appErr.code === 'invalid_value') request.log.warn({ err }, 'a request value reached the database unvalidated');

@@ -1,4 +1,8 @@
-/** Liveness (/health) and readiness (/ready: every configured dependency answers). */
+/**
+ * Liveness (/health) and readiness (/ready: every configured dependency answers).
+ * The checks run in parallel, each failing after READY_TIMEOUT_MS, so /ready
+ * answers within that bound and names each check that failed (503).
+ */
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Type } from '@sinclair/typebox';
@@ -13,8 +17,6 @@ declare module 'fastify' {
     readiness: ReadinessCheck[];
   }
 }
-
-const CHECK_TIMEOUT_MS = 3_000;
 
 export const healthPlugin = fp(
   async (app: FastifyInstance) => {
@@ -34,13 +36,14 @@ export const healthPlugin = fp(
         },
       },
     }, async (_req, reply) => {
+      const timeoutMs = app.config.readyTimeoutMs;
       const results = await Promise.all(
         app.readiness.map(async (c) => {
           let timer: NodeJS.Timeout | undefined;
           try {
             await Promise.race([
               c.check(),
-              new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('timed out')), CHECK_TIMEOUT_MS); }),
+              new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs); }),
             ]);
             return [c.name, 'ok'] as const;
           } catch (err) {

@@ -37,6 +37,8 @@ export interface BlobStore {
   presignGet(key: string, opts: { expiresIn: number; filename: string; contentType: string }): Promise<string | null>;
   /** Readiness check; rejects when storage is unusable. */
   ping(): Promise<void>;
+  /** Bytes still free for new blobs (local disk: the filesystem's space available to this user). */
+  freeBytes?(): Promise<number>;
   close?(): Promise<void>;
 }
 

@@ -321,5 +321,10 @@ export function createLocalStore(opts: { root: string; durable?: boolean }): Blo
       await fs.mkdir(tmpDir, { recursive: true });
       await fs.access(tmpDir, constants.R_OK | constants.W_OK);
     },
+
+    async freeBytes() {
+      const st = await fs.statfs(root);
+      return st.bavail * st.bsize;
+    },
   };
 }

@@ -65,6 +65,8 @@ export interface DedicatedOptions {
   poolMaxTotal: number;
   maxPerDatabase?: number;
   idleTimeoutMs?: number;
+  /** Bound on opening a connection and on waiting for a free one. */
+  connectTimeoutMs?: number;
 }
 
 export class DedicatedTenantDatabases implements DedicatedResolver {
@@ -87,12 +89,18 @@ export class DedicatedTenantDatabases implements DedicatedResolver {
       maxTotal: opts.poolMaxTotal,
       maxPerDatabase: opts.maxPerDatabase,
       idleTimeoutMs: opts.idleTimeoutMs,
+      connectTimeoutMs: opts.connectTimeoutMs,
+      acquireTimeoutMs: opts.connectTimeoutMs,
     });
   }
 
   static fromConfig(config: Config): DedicatedTenantDatabases | null {
     if (!config.databaseUrl || config.tenantDbServers.length === 0) return null;
-    return new DedicatedTenantDatabases({ servers: config.tenantDbServers, poolMaxTotal: config.tenantPoolMaxTotal });
+    return new DedicatedTenantDatabases({
+      servers: config.tenantDbServers,
+      poolMaxTotal: config.tenantPoolMaxTotal,
+      connectTimeoutMs: config.dbConnectTimeoutMs,
+    });
   }
 
   server(key: string | null): DbServer {

@@ -13,6 +13,7 @@
  * Each database is exposed as a pg-Pool-shaped object for Kysely's PostgresDialect.
  */
 import pg from 'pg';
+import { markDependency } from '../http/errors.js';
 
 export interface TenantPoolOptions {
   /** Upper bound on open connections over all tenant databases. */
@@ -224,7 +225,7 @@ export class TenantConnectionPools {
       client.end().catch(() => {});
       this.forgetIfEmpty(db);
       this.dispatch();
-      throw err;
+      throw markDependency(err, 'database');
     }
     return slot;
   }

@@ -3,6 +3,7 @@ import { SignJWT } from 'jose';
 import type { FastifyInstance } from 'fastify';
 import { buildTestApp, dbModes, logIn, signUp, uniqueEmail, type TestApp } from '../helpers/app.js';
 import { HAS_REDIS } from '../helpers/env.js';
+import { loginLimitKeys } from '../../src/auth/service.js';
 
 const PASSWORD = 'correct horse battery';
 
@@ -357,34 +358,67 @@ describe.each(dbModes())('auth and users on %s', (mode) => {
   });
 });
 
-describe('login rate limit (in memory)', () => {
+describe('login rate limit (in memory): failed attempts only', () => {
   let t: TestApp;
   beforeAll(async () => {
-    t = await buildTestApp({ mode: 'pglite', env: { LOGIN_RATE_LIMIT: '3', LOGIN_RATE_WINDOW: '60' } });
+    t = await buildTestApp({ mode: 'pglite', env: { LOGIN_RATE_LIMIT: '3', LOGIN_IP_RATE_LIMIT: '5', LOGIN_RATE_WINDOW: '60' } });
   });
   afterAll(async () => t?.close());
 
-  it('limits attempts per email across IPs, with Retry-After', async () => {
-    const email = uniqueEmail('victim');
+  const attempt = (email: string, password: string, remoteAddress: string) =>
+    t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email, password }, remoteAddress });
+
+  it('lets twelve good logins in a minute from one address through: a success uses no budget', async () => {
+    const s = await signUp(t.app);
     const codes: number[] = [];
-    for (let i = 0; i < 4; i++) {
-      const res = await t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email, password: 'wrong password' }, remoteAddress: `10.0.0.${i + 1}` });
-      codes.push(res.statusCode);
-      if (res.statusCode === 429) {
-        expect(Number(res.headers['retry-after'])).toBeGreaterThan(0);
-        expect(res.json().code).toBe('rate_limited');
-      }
-    }
-    expect(codes).toEqual([401, 401, 401, 429]);
+    for (let i = 0; i < 12; i++) codes.push((await attempt(s.email, PASSWORD, '10.7.0.1')).statusCode);
+    expect(codes).toEqual(Array(12).fill(200));
   });
 
-  it('limits attempts per IP across emails', async () => {
+  it('a success clears the failures of that email from that address', async () => {
+    const s = await signUp(t.app);
     const codes: number[] = [];
-    for (let i = 0; i < 4; i++) {
-      const res = await t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: uniqueEmail('spray'), password: 'wrong password' }, remoteAddress: '10.9.9.9' });
-      codes.push(res.statusCode);
+    // Four failures in all (the limit is three): only the success in between keeps them apart.
+    for (let round = 0; round < 2; round++) {
+      codes.push((await attempt(s.email, 'wrong password', '10.7.0.2')).statusCode);
+      codes.push((await attempt(s.email, 'wrong password', '10.7.0.2')).statusCode);
+      codes.push((await attempt(s.email, PASSWORD, '10.7.0.2')).statusCode);
     }
-    expect(codes).toEqual([401, 401, 401, 429]);
+    expect(codes).toEqual([401, 401, 200, 401, 401, 200]);
+  });
+
+  it('limits failed attempts of one email from one address, with Retry-After, even for the right password then', async () => {
+    const s = await signUp(t.app);
+    const codes: number[] = [];
+    for (let i = 0; i < 3; i++) codes.push((await attempt(s.email, 'wrong password', '10.7.0.3')).statusCode);
+    const limited = await attempt(s.email, PASSWORD, '10.7.0.3');
+    expect(codes).toEqual([401, 401, 401]);
+    expect(limited.statusCode).toBe(429);
+    expect(limited.json().code).toBe('rate_limited');
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+  });
+
+  it('a flood of failures for one email from many addresses never blocks its right password from another', async () => {
+    const s = await signUp(t.app);
+    const flood: number[] = [];
+    for (let ip = 1; ip <= 10; ip++) {
+      for (let i = 0; i < 4; i++) flood.push((await attempt(s.email, 'wrong password', `10.8.0.${ip}`)).statusCode);
+    }
+    // Each flooding address is stopped after its own three failures...
+    expect(flood.filter((c) => c === 401)).toHaveLength(30);
+    expect(flood.filter((c) => c === 429)).toHaveLength(10);
+    // ...and the owner, elsewhere, gets in.
+    expect((await attempt(s.email, PASSWORD, '10.9.0.1')).statusCode).toBe(200);
+  });
+
+  it('limits failed attempts per address across emails; a success there neither uses nor restores that budget', async () => {
+    const s = await signUp(t.app);
+    const codes: number[] = [];
+    for (let i = 0; i < 4; i++) codes.push((await attempt(uniqueEmail('spray'), 'wrong password', '10.9.9.9')).statusCode);
+    codes.push((await attempt(s.email, PASSWORD, '10.9.9.9')).statusCode);
+    codes.push((await attempt(uniqueEmail('spray'), 'wrong password', '10.9.9.9')).statusCode);
+    codes.push((await attempt(uniqueEmail('spray'), 'wrong password', '10.9.9.9')).statusCode);
+    expect(codes).toEqual([401, 401, 401, 401, 200, 401, 429]);
   });
 });
 
@@ -409,13 +443,20 @@ describe.skipIf(!HAS_REDIS)('auth with Redis (shared revocation and rate limits)
     expect(me.json().code).toBe('token_revoked');
   });
 
-  it('counts login attempts in Redis', async () => {
-    const email = uniqueEmail('redis-rl');
+  it('counts failed login attempts in Redis, and successes not at all', async () => {
+    const s = await signUp(t.app);
+    const attempt = (password: string, remoteAddress: string) =>
+      t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: s.email, password }, remoteAddress });
+    const key = (ip: string) => `${t.config.redisPrefix}rl:${loginLimitKeys(s.email, ip).emailIp}`;
+
+    for (let i = 0; i < 4; i++) expect((await attempt(PASSWORD, '10.1.0.1')).statusCode).toBe(200);
+    expect(await t.app.redis!.exists(key('10.1.0.1'))).toBe(0);
+    expect(Number(await t.app.redis!.get(`${t.config.redisPrefix}rl:${loginLimitKeys(s.email, '10.1.0.1').ip}`) ?? 0)).toBe(0);
+
     const codes: number[] = [];
-    for (let i = 0; i < 3; i++) {
-      codes.push((await t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email, password: 'wrong password' }, remoteAddress: `10.1.0.${i}` })).statusCode);
-    }
+    for (let i = 0; i < 3; i++) codes.push((await attempt('wrong password', '10.1.0.2')).statusCode);
     expect(codes).toEqual([401, 401, 429]);
-    expect(Number(await t.app.redis!.get(`${t.config.redisPrefix}rl:login:email:${email}`))).toBe(3);
+    expect(Number(await t.app.redis!.get(key('10.1.0.2')))).toBe(3);
+    expect((await attempt(PASSWORD, '10.1.0.3')).statusCode).toBe(200);
   });
 });

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
-import { buildApp } from '../../src/app.js';
+import { buildApp, type BuildOptions } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createTestDatabase, HAS_PG, requireRedis, uniqueName } from './env.js';
 
@@ -23,6 +23,8 @@ export interface TestAppOptions {
   redis?: boolean;
   config?: Partial<Config>;
   env?: Record<string, string>;
+  /** A logger instead of none (tests that read the logs), a blob store instead of the configured one. */
+  build?: BuildOptions;
 }
 
 export interface TestApp {
@@ -35,7 +37,7 @@ export async function buildTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
   const mode = opts.mode ?? (HAS_PG ? 'postgres' : 'pglite');
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tb-test-'));
   const database = mode === 'postgres' ? await createTestDatabase() : null;
-  const base = loadConfig({ NODE_ENV: 'test', DATA_DIR: dataDir, LOGIN_RATE_LIMIT: '1000', ...opts.env });
+  const base = loadConfig({ NODE_ENV: 'test', DATA_DIR: dataDir, LOGIN_RATE_LIMIT: '1000', LOGIN_IP_RATE_LIMIT: '1000', ...opts.env });
   const config: Config = {
     ...base,
     databaseUrl: database?.url,
@@ -45,7 +47,7 @@ export async function buildTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     redisPrefix: `${uniqueName('tbtest')}:`,
     ...opts.config,
   };
-  const app = await buildApp(config, { logger: false });
+  const app = await buildApp(config, { logger: false, ...opts.build });
   await app.ready();
   return {
     app,

@@ -22,6 +22,7 @@ export function envFor(config: Config, extra: Record<string, string> = {}): Reco
     UPLOAD_FOLDER: config.uploadFolder,
     REDIS_PREFIX: config.redisPrefix,
     LOGIN_RATE_LIMIT: '1000',
+    LOGIN_IP_RATE_LIMIT: '1000',
   };
   if (config.databaseUrl) env.DATABASE_URL = config.databaseUrl;
   if (config.tenantDbServers.length) env.TENANT_DB_SERVERS = config.tenantDbServers.join(',');
